@@ -1,0 +1,69 @@
+"""Run functions from a stack.yml as local processes, without a cluster.
+
+Each instance is the template's real entrypoint started in its assembled
+build context, with the function's environment, bound to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import buildctx
+from .stack import StackFunction
+
+
+@dataclass
+class Instance:
+    fn: StackFunction
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.fn.name} exited with code {self.process.returncode} before it was ready")
+            try:
+                with urllib.request.urlopen(self.url + "/_/ready", timeout=1):
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.02)
+        raise TimeoutError(f"{self.fn.name} was not ready after {timeout:.0f}s")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+def instance_env(fn: StackFunction, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(fn.env())
+    env.update({"PORT": str(port), "AIGC_HOST": "127.0.0.1", "AIGC_FUNCTION_NAME": fn.name,
+                "PYTHONUNBUFFERED": "1"})
+    env.update(extra or {})
+    return env
+
+
+def start(fn: StackFunction, root: Path, port: int, extra_env: dict[str, str] | None = None,
+          build_dir: Path | None = None, **popen) -> Instance:
+    context = buildctx.assemble(fn, root, build_dir)
+    process = subprocess.Popen(buildctx.entrypoint(context), cwd=context, env=instance_env(fn, port, extra_env),
+                               start_new_session=True, **popen)
+    return Instance(fn, port, process)

@@ -1,0 +1,83 @@
+"""Read an OpenFaaS stack.yml (the faas-cli schema) into plain records."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def envsubst(text: str, env: dict[str, str] | None = None) -> str:
+    """`${VAR}` and `${VAR:-default}`, as faas-cli expands them before parsing."""
+    env = os.environ if env is None else env
+    return _ENV_REF.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+@dataclass
+class StackFunction:
+    name: str
+    lang: str
+    handler: Path
+    image: str
+    environment: dict[str, str] = field(default_factory=dict)
+    environment_file: list[Path] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """environment_file entries (later files win), then inline environment on top, as faas-cli merges them."""
+        merged: dict[str, str] = {}
+        for path in self.environment_file:
+            data = yaml.safe_load(path.read_text()) or {}
+            merged.update({str(k): str(v) for k, v in (data.get("environment") or {}).items()})
+        merged.update(self.environment)
+        return merged
+
+
+@dataclass
+class Stack:
+    path: Path
+    gateway: str
+    functions: dict[str, StackFunction]
+
+    def find(self, ref: str) -> StackFunction:
+        """A function by name, or by its handler directory."""
+        if ref in self.functions:
+            return self.functions[ref]
+        wanted = (Path.cwd() / ref).resolve()
+        for fn in self.functions.values():
+            if fn.handler.resolve() == wanted:
+                return fn
+        raise KeyError(f"no function {ref!r} in {self.path}; it has {sorted(self.functions)}")
+
+
+def load(path: str | Path = "stack.yml") -> Stack:
+    path = Path(path)
+    doc = yaml.safe_load(envsubst(path.read_text())) or {}
+    provider = doc.get("provider") or {}
+    if provider.get("name") != "openfaas":
+        raise ValueError(f"{path}: provider.name must be 'openfaas'")
+    base = path.parent
+    functions = {}
+    for name, spec in (doc.get("functions") or {}).items():
+        if not _DNS_LABEL.match(name):
+            raise ValueError(f"{path}: function name {name!r} must be a DNS label (a-z, 0-9, '-', max 63)")
+        for key in ("lang", "handler", "image"):
+            if not spec.get(key):
+                raise ValueError(f"{path}: function {name!r} needs '{key}'")
+        functions[name] = StackFunction(
+            name=name, lang=spec["lang"], handler=(base / spec["handler"]).resolve(), image=spec["image"],
+            environment={str(k): str(v) for k, v in (spec.get("environment") or {}).items()},
+            environment_file=[(base / f).resolve() for f in spec.get("environment_file") or []],
+            secrets=list(spec.get("secrets") or []),
+            labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
+            annotations={str(k): str(v) for k, v in (spec.get("annotations") or {}).items()},
+        )
+    return Stack(path=path, gateway=provider.get("gateway", "http://127.0.0.1:8080"), functions=functions)

@@ -1,0 +1,79 @@
+"""embed: sentence embeddings from all-MiniLM-L6-v2 (int8 ONNX).
+
+OpenAI-compatible `POST /v1/embeddings` and `GET /v1/models`, plus the Open
+Inference Protocol: `text` (BYTES, N) -> `embedding` (FP32, N x 384).
+Vectors are mean-pooled over real tokens and L2-normalised, as
+sentence-transformers does for this model.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from aigc.runtime import Model, TensorSpec, errors, openai, ort, store
+
+BATCH = 32
+
+
+class SentenceEmbedder(Model):
+    platform = "onnxruntime_onnx"
+    inputs = (TensorSpec("text", "BYTES", (-1,)),)
+    outputs = (TensorSpec("embedding", "FP32", (-1, 384)),)
+
+    def load(self):
+        from tokenizers import Tokenizer
+
+        stored = store.open_model(self.name)
+        self.config = json.loads(stored.file("embedding.json").read_text())
+        self.tokenizer = Tokenizer.from_file(str(stored.file("tokenizer.json")))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.session = ort.session(stored.file("model.onnx"))
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        encodings = self.tokenizer.encode_batch(texts)
+        limit = self.config["max_tokens"]
+        for i, enc in enumerate(encodings):
+            if len(enc.ids) > limit:
+                raise errors.InvalidInput(f"input[{i}] is {len(enc.ids)} tokens; {self.name} takes at most {limit}")
+        return [enc.ids for enc in encodings]
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        ids = self.tokenize(texts)
+        vectors = [self._embed_batch(ids[i:i + BATCH]) for i in range(0, len(ids), BATCH)]
+        return np.concatenate(vectors), sum(len(x) for x in ids)
+
+    def _embed_batch(self, ids: list[list[int]]) -> np.ndarray:
+        width = max(len(x) for x in ids)
+        input_ids = np.zeros((len(ids), width), dtype=np.int64)
+        mask = np.zeros_like(input_ids)
+        for row, seq in enumerate(ids):
+            input_ids[row, :len(seq)] = seq
+            mask[row, :len(seq)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+        summed = (hidden * mask[:, :, None]).sum(axis=1)
+        mean = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
+        return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+
+    def predict(self, inputs, parameters):
+        texts = [t.decode("utf-8", "replace") for t in inputs["text"].reshape(-1)]
+        if not texts:
+            raise errors.InvalidInput("input 'text' is empty; send at least one string")
+        return {"embedding": self.embed(texts)[0]}
+
+
+model = SentenceEmbedder(os.environ.get("MODEL_NAME", "minilm-l6-int8"))
+
+
+def handle(event, context):
+    if event.path == "/v1/models" and event.method == "GET":
+        return openai.model_list([model.name])
+    if event.path == "/v1/embeddings" and event.method == "POST":
+        name, texts, encoding = openai.parse_embeddings(event.json(), [model.name])
+        vectors, tokens = model.embed(texts)
+        return openai.embeddings_response(name, vectors, tokens, encoding)
+    raise errors.ModelNotFound(f"no route {event.method} {event.path}; use POST /v1/embeddings, GET /v1/models "
+                               "or the Open Inference Protocol under /v2")

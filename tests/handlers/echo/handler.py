@@ -1,0 +1,42 @@
+"""A small real handler for runtime tests: a model that doubles FP32 tensors.
+
+`LOAD_SECONDS` delays loading (to observe readiness); `FAIL_LOAD` makes loading
+fail; `?sleep=S` makes a request take S seconds (to observe limits).
+"""
+
+import os
+import time
+
+import numpy as np
+
+from aigc.runtime import Model, TensorSpec, errors
+
+
+class Doubler(Model):
+    platform = "numpy"
+    inputs = (TensorSpec("x", "FP32", (-1, 2)),)
+    outputs = (TensorSpec("y", "FP32", (-1, 2)), TensorSpec("label", "BYTES", (-1,)))
+
+    def load(self):
+        time.sleep(float(os.environ.get("LOAD_SECONDS", "0")))
+        if os.environ.get("FAIL_LOAD"):
+            raise RuntimeError("weights file is corrupt")
+
+    def predict(self, inputs, parameters):
+        x = inputs["x"]
+        return {"y": x * 2, "label": np.array([b"big" if row.sum() > 10 else b"small" for row in x], dtype=object)}
+
+
+model = Doubler("doubler")
+
+
+def handle(event, context):
+    if "sleep" in event.query:
+        time.sleep(float(event.query["sleep"]))
+    if event.path == "/json":
+        return {"statusCode": 201, "body": {"got": event.json()}, "headers": {"X-Echo": "1"}}
+    if event.path == "/fail":
+        raise ValueError("handler bug")
+    if event.path == "/bad":
+        raise errors.InvalidInput("you sent something wrong")
+    return event.body

