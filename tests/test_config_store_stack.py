@@ -36,7 +36,8 @@ def test_sizes_and_settings_from_env(tmp_path):
 
 @pytest.mark.parametrize("env, fragment", [({"PORT": "0"}, "PORT"), ({"max_inflight": "-1"}, "max_inflight"),
                                            ({"exec_timeout": "soon"}, "exec_timeout"),
-                                           ({"AIGC_MAX_BODY_SIZE": "big"}, "AIGC_MAX_BODY_SIZE")])
+                                           ({"AIGC_MAX_BODY_SIZE": "big"}, "AIGC_MAX_BODY_SIZE"),
+                                           ({"AIGC_WORKER_CLASS": "gevent"}, "AIGC_WORKER_CLASS")])
 def test_invalid_settings_name_the_variable(env, fragment):
     with pytest.raises(ValueError, match=fragment):
         Settings.from_env(env)

@@ -45,6 +45,7 @@ class Settings:
     host: str = "0.0.0.0"
     workers: int = 1
     threads: int = 4
+    worker_class: str = "gthread"  # or "sync": one request at a time per worker
     exec_timeout: float = 60.0
     max_inflight: int = 0  # 0 = unlimited, like of-watchdog
     max_body_bytes: int = 10 << 20
@@ -68,6 +69,7 @@ class Settings:
             host=get("AIGC_HOST", str, cls.host),
             workers=get("AIGC_WORKERS", int, cls.workers),
             threads=get("AIGC_THREADS", int, cls.threads),
+            worker_class=get("AIGC_WORKER_CLASS", str, cls.worker_class),
             exec_timeout=get("exec_timeout", parse_duration, cls.exec_timeout),
             max_inflight=get("max_inflight", int, cls.max_inflight),
             max_body_bytes=get("AIGC_MAX_BODY_SIZE", parse_size, cls.max_body_bytes),
@@ -81,6 +83,8 @@ class Settings:
             (1 <= self.port <= 65535, f"PORT must be 1..65535, got {self.port}"),
             (self.workers >= 1, f"AIGC_WORKERS must be >= 1, got {self.workers}"),
             (self.threads >= 1, f"AIGC_THREADS must be >= 1, got {self.threads}"),
+            (self.worker_class in ("gthread", "sync"),
+             f"AIGC_WORKER_CLASS must be gthread or sync, got {self.worker_class!r}"),
             (self.exec_timeout > 0, f"exec_timeout must be > 0, got {self.exec_timeout}"),
             (self.max_inflight >= 0, f"max_inflight must be >= 0, got {self.max_inflight}"),
             (self.max_body_bytes > 0, f"AIGC_MAX_BODY_SIZE must be > 0, got {self.max_body_bytes}"),

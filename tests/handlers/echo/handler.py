@@ -1,7 +1,9 @@
 """A small real handler for runtime tests: a model that doubles FP32 tensors.
 
 `LOAD_SECONDS` delays loading (to observe readiness); `FAIL_LOAD` makes loading
-fail; `?sleep=S` makes a request take S seconds (to observe limits).
+fail; `?sleep=S` makes a request take S seconds (to observe limits);
+`IMPORT_ORT` imports onnxruntime at module level, i.e. in gunicorn's
+preloading master, the case that can hang worker exit.
 """
 
 import os
@@ -10,6 +12,9 @@ import time
 import numpy as np
 
 from aigc.runtime import Model, TensorSpec, errors
+
+if os.environ.get("IMPORT_ORT"):
+    import onnxruntime  # noqa: F401
 
 
 class Doubler(Model):

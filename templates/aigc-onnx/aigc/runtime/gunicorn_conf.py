@@ -2,8 +2,9 @@
 
 Models load in each worker after fork, never in the preloading master: an
 engine's thread pools do not survive fork. Workers leave with os._exit because
-onnxruntime imported before fork can hang interpreter teardown for ~30 s
-(measured in install-baselines.md), which would stall scale-to-zero.
+onnxruntime imported before fork hangs a sync worker's interpreter teardown
+until graceful_timeout (30 s measured here), which would stall scale-to-zero;
+gthread workers (our default) were not seen to hang, but users may switch.
 """
 
 import os
@@ -17,7 +18,7 @@ _settings = Settings.from_env()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
-worker_class = "gthread"
+worker_class = _settings.worker_class
 preload_app = True
 graceful_timeout = int(_settings.exec_timeout) + 1
 timeout = max(30, int(_settings.exec_timeout) + 5)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One entry point on a fresh Debian machine:
+#   bash run.sh up     set everything up, then serve the example functions (Ctrl-C stops)
+#   bash run.sh test   set everything up, then run the tests
+#   bash run.sh bench  set everything up, then run the cold-start benchmark
+# Setup is idempotent: Debian packages only if missing, the venv only when
+# requirements change, models only when absent or damaged.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3.11}
+VENV=.venv
+
+install_debian_packages() {
+  local missing=()
+  command -v "$PYTHON" >/dev/null || missing+=(python3.11)
+  "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3.11-venv)
+  [ ${#missing[@]} -eq 0 ] && return
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -q && $sudo apt-get install -y -q "${missing[@]}"
+}
+
+install_python_packages() {
+  local stamp=$VENV/.installed
+  if [ -f "$stamp" ] && [ "$stamp" -nt requirements.txt ] && [ "$stamp" -nt pyproject.toml ]; then return; fi
+  [ -x $VENV/bin/python ] || "$PYTHON" -m venv $VENV
+  $VENV/bin/pip install -q --disable-pip-version-check torch==2.13.0
+  $VENV/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  $VENV/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  touch "$stamp"
+}
+
+setup() {
+  install_debian_packages
+  install_python_packages
+  $VENV/bin/aigc models build --all
+}
+
+cmd=${1:-up}
+shift || true
+case "$cmd" in
+  up)    setup; exec $VENV/bin/aigc run "$@" ;;
+  test)  setup; exec $VENV/bin/python -m pytest "$@" ;;
+  bench) setup; exec $VENV/bin/python bench/coldstart.py "$@" ;;
+  setup) setup ;;
+  *) echo "usage: bash run.sh {up|test|bench|setup} [args…]" >&2; exit 2 ;;
+esac
