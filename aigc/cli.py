@@ -77,6 +77,12 @@ def _run(args) -> int:
             inst.stop()
 
 
+def _up(args) -> int:
+    from .gateway import main
+
+    return main.main(args.file, args.host, args.port)
+
+
 def _templates_sync(args) -> int:
     from . import templates
 
@@ -113,6 +119,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=8080, help="first port; further functions take the next ones")
     r.add_argument("--ready-timeout", type=float, default=120.0)
     r.set_defaults(func=_run)
+
+    u = sub.add_parser("up", help="start the local OpenFaaS-compatible gateway and deploy stack.yml")
+    u.add_argument("-f", "--file", default="stack.yml")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=8080)
+    u.set_defaults(func=_up)
 
     t = sub.add_parser("templates", help="template maintenance").add_subparsers(dest="action", required=True)
     s = t.add_parser("sync", help="copy aigc/runtime into every template")

@@ -6,6 +6,7 @@ build context, with the function's environment, bound to 127.0.0.1.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -61,9 +62,22 @@ def instance_env(fn: StackFunction, port: int, extra: dict[str, str] | None = No
     return env
 
 
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: the instance gets SIGTERM if its parent dies, even by kill -9, so a
+    # crashed gateway leaves no orphans. It fires when the forking *thread* ends: launch
+    # from a long-lived thread (the gateway's event loop thread).
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def launch(context: Path, fn: StackFunction, port: int, extra_env: dict[str, str] | None = None,
+           die_with_parent: bool = False, **popen) -> Instance:
+    """Start the template's entrypoint in an already assembled build context."""
+    process = subprocess.Popen(buildctx.entrypoint(context), cwd=context, env=instance_env(fn, port, extra_env),
+                               start_new_session=True, preexec_fn=_die_with_parent if die_with_parent else None,
+                               **popen)
+    return Instance(fn, port, process)
+
+
 def start(fn: StackFunction, root: Path, port: int, extra_env: dict[str, str] | None = None,
           build_dir: Path | None = None, **popen) -> Instance:
-    context = buildctx.assemble(fn, root, build_dir)
-    process = subprocess.Popen(buildctx.entrypoint(context), cwd=context, env=instance_env(fn, port, extra_env),
-                               start_new_session=True, **popen)
-    return Instance(fn, port, process)
+    return launch(buildctx.assemble(fn, root, build_dir), fn, port, extra_env, **popen)

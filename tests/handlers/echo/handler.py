@@ -44,4 +44,15 @@ def handle(event, context):
         raise ValueError("handler bug")
     if event.path == "/bad":
         raise errors.InvalidInput("you sent something wrong")
+    if event.path == "/stream":  # server-sent events, one every 0.3 s
+        from flask import Response
+
+        def events():
+            for i in range(int(event.query.get("n", "3"))):
+                yield f"data: {i}\n\n"
+                time.sleep(0.3)
+
+        return Response(events(), mimetype="text/event-stream")
+    if event.path == "/pid":
+        return {"pid": os.getpid(), "pgid": os.getpgid(0)}
     return event.body

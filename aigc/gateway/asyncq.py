@@ -1,0 +1,105 @@
+"""Durable async invocations (POST /async-function/NAME), as OpenFaaS's queue-worker does them.
+
+Every accepted call is committed to SQLite before the 202 is sent, so it
+survives a gateway crash. Delivery is at least once: a call that was running
+when the gateway died runs again after restart, with the same X-Call-Id, so a
+callback receiver can de-duplicate on it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id      TEXT PRIMARY KEY,
+    function     TEXT NOT NULL,
+    path         TEXT NOT NULL,
+    query        TEXT NOT NULL,
+    headers      TEXT NOT NULL,
+    body         BLOB NOT NULL,
+    callback_url TEXT,
+    state        TEXT NOT NULL,      -- queued | running | done | failed | cancelled
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      REAL NOT NULL,
+    created      REAL NOT NULL,
+    status       INTEGER,
+    duration     REAL,
+    error        TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_due ON calls (state, next_at);
+"""
+
+
+@dataclass
+class Call:
+    call_id: str
+    function: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    callback_url: str | None
+    attempts: int
+
+
+class Queue:
+    def __init__(self, path: Path):
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a 202 means the call is on disk
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        # calls that were running when the gateway stopped run again (at least once)
+        self._db.execute("UPDATE calls SET state='queued' WHERE state='running'")
+
+    def put(self, call_id: str, function: str, path: str, query: str, headers: dict[str, str], body: bytes,
+            callback_url: str | None) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("INSERT INTO calls (call_id, function, path, query, headers, body, callback_url, state,"
+                             " next_at, created) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                             (call_id, function, path, query, json.dumps(headers), body, callback_url, now, now))
+
+    def claim(self) -> Call | None:
+        """The oldest due call, marked running, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT call_id, function, path, query, headers, body, callback_url, attempts "
+                                   "FROM calls WHERE state='queued' AND next_at <= ? ORDER BY created LIMIT 1",
+                                   (time.time(),)).fetchone()
+            if row is None:
+                return None
+            self._db.execute("UPDATE calls SET state='running', attempts=attempts+1 WHERE call_id=?", (row[0],))
+        return Call(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6], row[7] + 1)
+
+    def finish(self, call_id: str, state: str, status: int | None, duration: float | None, error: str = "") -> None:
+        with self._lock:
+            self._db.execute("UPDATE calls SET state=?, status=?, duration=?, error=? WHERE call_id=?",
+                             (state, status, duration, error, call_id))
+
+    def retry(self, call_id: str, delay: float, error: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE calls SET state='queued', next_at=?, error=? WHERE call_id=?",
+                             (time.time() + delay, error, call_id))
+
+    def cancel(self, call_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("UPDATE calls SET state='cancelled' WHERE call_id=? AND state='queued'", (call_id,))
+            return cur.rowcount == 1
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM calls WHERE state IN ('queued', 'running')").fetchone()[0]
+
+    def state(self, call_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT state FROM calls WHERE call_id=?", (call_id,)).fetchone()
+        return row[0] if row else None
+
+    def close(self) -> None:
+        self._db.close()

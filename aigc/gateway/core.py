@@ -1,0 +1,245 @@
+"""The gateway's state: deployed functions, their pools, the autoscaler and async workers.
+
+Everything lives under one state directory ($AIGC_STATE_DIR), so two gateways
+with different state dirs and ports run side by side:
+
+    secrets/basic-auth-password   the admin password (created on first start)
+    secrets/NAME                  secrets functions may list in stack.yml
+    build/FN/                     build contexts, assembled as faas-cli does
+    logs/FN-N.log                 each replica's output
+    queue.sqlite                  accepted async calls
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from .. import buildctx
+from ..stack import Stack
+from .asyncq import Call, Queue
+from .deploy import DeployError, Deployment
+from .metrics import GatewayMetrics
+from .pool import FunctionPool, NoReplica
+
+log = logging.getLogger("aigc.gateway")
+RETRY_STATUSES = {429, 502, 503, 504}
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "host", "content-length", "date", "server"}
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(os.environ.get("AIGC_STATE_DIR") or Path(base) / "aigc")
+
+
+@dataclass
+class Options:
+    state_dir: Path
+    root: Path                       # where template/ lives (the stack file's folder)
+    ready_timeout: float = 120.0     # process start -> /_/ready
+    upstream_timeout: float = 300.0  # longest a proxied call may take, waiting included
+    scale_interval: float = 0.5
+    async_workers: int = 2
+    async_max_attempts: int = 5
+    callback_attempts: int = 5
+
+
+def ensure_password(path: Path) -> tuple[str, bool]:
+    """The admin password, and whether it was just created (so it is printed once)."""
+    if path.is_file():
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(18)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return password, True
+
+
+def forward_headers(headers) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+
+
+class Gateway:
+    def __init__(self, stack: Stack, options: Options):
+        self.stack = stack
+        self.options = options
+        self.state_dir = options.state_dir
+        for sub in ("secrets", "build", "logs", "mounts"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.password, self.password_created = ensure_password(self.state_dir / "secrets" / "basic-auth-password")
+        self.metrics = GatewayMetrics()
+        self.queue = Queue(self.state_dir / "queue.sqlite")
+        self.pools: dict[str, FunctionPool] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    # --- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, force_close=False, enable_cleanup_closed=True)
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._autoscale()))
+        self._tasks += [loop.create_task(self._async_worker()) for _ in range(self.options.async_workers)]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(p.stop_all() for p in self.pools.values()))
+        if self.session:
+            await self.session.close()
+        self.queue.close()
+
+    # --- deployments ---------------------------------------------------------
+    def _mount_secrets(self, deployment: Deployment) -> Path:
+        mount = self.state_dir / "mounts" / deployment.name
+        shutil.rmtree(mount, ignore_errors=True)
+        mount.mkdir(parents=True)
+        for name in deployment.secrets:
+            source = self.state_dir / "secrets" / name
+            if not source.is_file():
+                raise DeployError(f"secret {name!r} not found: create {source}")
+            shutil.copyfile(source, mount / name)
+        return mount
+
+    async def deploy(self, deployment: Deployment, replace: bool = False) -> None:
+        if deployment.name in self.pools and not replace:
+            raise DeployError(f"function {deployment.name!r} already exists; update it with PUT /system/functions")
+        mount = self._mount_secrets(deployment)
+        try:
+            context = buildctx.assemble(deployment.fn, self.options.root, self.state_dir / "build")
+        except FileNotFoundError as exc:
+            raise DeployError(str(exc)) from None
+        old = self.pools.pop(deployment.name, None)
+        if old:
+            await old.stop_all()
+        env = {"AIGC_SECRETS_DIR": str(mount), **deployment.env_vars}
+        pool = FunctionPool(deployment, context, self.state_dir / "logs", env, self.session,
+                            self.options.ready_timeout)
+        pool.wake = self.wake
+        pool.on_replica_ready = lambda s, n=deployment.name: self.metrics.replica_start_seconds.labels(n).observe(s)
+        self.pools[deployment.name] = pool
+        await pool.reconcile()
+
+    async def remove(self, name: str) -> bool:
+        pool = self.pools.pop(name, None)
+        if pool is None:
+            return False
+        await pool.stop_all()
+        self.metrics.forget(name)
+        return True
+
+    def scale(self, name: str, replicas: int) -> None:
+        pool = self.pools[name]
+        pool.manual = replicas
+        self.wake.set()
+
+    # --- autoscaling ---------------------------------------------------------
+    async def _autoscale(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.options.scale_interval)
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()
+            for name, pool in list(self.pools.items()):
+                try:
+                    await pool.reconcile()
+                except Exception:  # one function's trouble must not stop scaling for the others
+                    log.exception("reconciling %s failed", name)
+                self.metrics.replicas.labels(name).set(len(pool.active))
+                self.metrics.available.labels(name).set(len(pool.ready))
+            self.metrics.async_queued.set(self.queue.pending())
+
+    # --- invocation ------------------------------------------------------------
+    async def acquire(self, name: str):
+        pool = self.pools[name]
+        started = time.monotonic()
+        replica, cold = await pool.acquire(self.options.upstream_timeout)
+        if cold:
+            self.metrics.cold_starts.labels(name).inc()
+            self.metrics.cold_start_seconds.labels(name).observe(time.monotonic() - started)
+        return pool, replica
+
+    async def invoke(self, call: Call) -> tuple[int, dict[str, str], bytes, float]:
+        """Run one queued call to completion (status, headers, body, seconds)."""
+        started = time.monotonic()
+        pool, replica = await self.acquire(call.function)
+        try:
+            url = replica.url + call.path + (f"?{call.query}" if call.query else "")
+            headers = dict(call.headers, **{"X-Call-Id": call.call_id})
+            timeout = aiohttp.ClientTimeout(total=self.options.upstream_timeout)
+            async with self.session.post(url, data=call.body, headers=headers, timeout=timeout) as resp:
+                body = await resp.read()
+                return resp.status, forward_headers(resp.headers), body, time.monotonic() - started
+        finally:
+            await pool.release(replica)
+
+    async def _async_worker(self) -> None:
+        while True:
+            call = self.queue.claim()
+            if call is None:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                await self._run_call(call)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the worker alive; the call is retried
+                log.exception("async call %s failed", call.call_id)
+                self.queue.retry(call.call_id, 2 ** call.attempts, f"{type(exc).__name__}: {exc}")
+
+    async def _run_call(self, call: Call) -> None:
+        if call.function not in self.pools:
+            self.queue.finish(call.call_id, "failed", 404, None, f"function {call.function!r} is not deployed")
+            await self._callback(call, 404, {}, b'{"error": "function not found"}', 0.0)
+            return
+        try:
+            status, headers, body, seconds = await self.invoke(call)
+        except NoReplica as exc:
+            status, headers, body, seconds = exc.status, {}, str(exc).encode(), 0.0
+        except aiohttp.ClientError as exc:
+            status, headers, body, seconds = 502, {}, f"replica failed: {exc}".encode(), 0.0
+        self.metrics.observe(call.function, status, seconds)
+        if status in RETRY_STATUSES and call.attempts < self.options.async_max_attempts:
+            self.queue.retry(call.call_id, min(2 ** call.attempts * 0.5, 30), f"function answered {status}")
+            return
+        delivered = await self._callback(call, status, headers, body, seconds)
+        state = "done" if delivered and status < 400 else "failed"
+        self.queue.finish(call.call_id, state, status, seconds, "" if delivered else "callback not delivered")
+
+    async def _callback(self, call: Call, status: int, headers: dict[str, str], body: bytes, seconds: float) -> bool:
+        if not call.callback_url:
+            return True
+        out = {k: v for k, v in headers.items() if k.lower() in ("content-type",)}
+        out.update({"X-Call-Id": call.call_id, "X-Function-Status": str(status), "X-Function-Name": call.function,
+                    "X-Duration-Seconds": f"{seconds:.6f}"})
+        for attempt in range(self.options.callback_attempts):
+            try:
+                async with self.session.post(call.callback_url, data=body, headers=out,
+                                             timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                    if resp.status < 500:
+                        return True
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(min(0.5 * 2 ** attempt, 10))
+        return False
+
+    def accept_async(self, name: str, path: str, query: str, headers: dict[str, str], body: bytes) -> str:
+        call_id = headers.get("X-Call-Id") or str(uuid.uuid4())
+        callback = headers.get("X-Callback-Url")
+        kept = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "x-callback-url"}
+        self.queue.put(call_id, name, path, query, kept, body, callback)
+        return call_id

@@ -1,0 +1,54 @@
+"""`aigc up`: start the gateway, deploy every function of the stack, serve until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .. import stack as stack_mod
+from . import deploy
+from .core import Gateway, Options, default_state_dir
+from .server import create_app
+
+
+async def serve(stack_path: Path, host: str, port: int, state_dir: Path | None = None) -> int:
+    st = stack_mod.load(stack_path)
+    state_dir = state_dir or default_state_dir()
+    # like faas-cli, templates come from ./template in the working directory
+    root = Path.cwd() if (Path.cwd() / "template").is_dir() else stack_path.resolve().parent
+    gw = Gateway(st, Options(state_dir=state_dir, root=root))
+    await gw.start()
+    runner = web.AppRunner(create_app(gw), access_log=None)
+    try:
+        for fn in st.functions.values():
+            await gw.deploy(deploy.from_stack(fn))
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        print(f"gateway: http://{host}:{port}  state: {state_dir}", flush=True)
+        if gw.password_created:
+            print(f"admin password (printed once; stored in {state_dir / 'secrets' / 'basic-auth-password'}): "
+                  f"{gw.password}", flush=True)
+        for name, pool in gw.pools.items():
+            print(f"  {name}: /function/{name}  replicas={len(pool.active)}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        return 0
+    except deploy.DeployError as exc:
+        print(f"aigc up: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await runner.cleanup()
+        await gw.close()
+
+
+def main(stack_path: str, host: str, port: int) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return asyncio.run(serve(Path(stack_path), host, port))

@@ -1,0 +1,43 @@
+"""Gateway metrics in OpenFaaS's names, plus cold starts and replicas per function."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class GatewayMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.invocations = Counter("gateway_function_invocation", "Function invocations",
+                                   ["function_name", "code"], registry=r)
+        self.seconds = Histogram("gateway_functions_seconds", "Function latency through the gateway",
+                                 ["function_name", "code"], buckets=BUCKETS, registry=r)
+        self.replicas = Gauge("gateway_service_count", "Replicas wanted (starting or ready) per function",
+                              ["function_name"], registry=r)
+        self.available = Gauge("gateway_service_available_count", "Ready replicas per function",
+                               ["function_name"], registry=r)
+        self.cold_starts = Counter("gateway_cold_start", "Requests that waited for a replica to start",
+                                   ["function_name"], registry=r)
+        self.cold_start_seconds = Histogram("gateway_cold_start_seconds", "Request wait during a cold start",
+                                            ["function_name"], buckets=BUCKETS, registry=r)
+        self.replica_start_seconds = Histogram("gateway_replica_start_seconds", "Process start to ready",
+                                               ["function_name"], buckets=BUCKETS, registry=r)
+        self.async_queued = Gauge("gateway_async_queued", "Async calls accepted and not yet delivered",
+                                  registry=r)
+
+    def observe(self, function: str, code: int, seconds: float) -> None:
+        self.invocations.labels(function, str(code)).inc()
+        self.seconds.labels(function, str(code)).observe(seconds)
+
+    def forget(self, function: str) -> None:
+        for metric in (self.replicas, self.available):
+            try:
+                metric.remove(function)
+            except KeyError:
+                pass
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,87 @@
+"""Scaling policy from OpenFaaS labels, and the decision it implies.
+
+Labels (OpenFaaS names and defaults): `com.openfaas.scale.min` (1), `.max` (20),
+`.zero` (false), `.zero-duration` (15m), `.target` (50 in-flight requests per
+replica, OpenFaaS's capacity mode), `.down.window` (30s here: how long load must
+stay low before replicas are removed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..runtime.config import parse_duration
+
+PREFIX = "com.openfaas.scale."
+
+
+class PolicyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Policy:
+    min: int = 1
+    max: int = 20
+    zero: bool = False
+    zero_duration: float = 15 * 60.0
+    target: float = 50.0
+    down_window: float = 30.0
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str]) -> "Policy":
+        def get(key, parse, default):
+            raw = labels.get(PREFIX + key)
+            if raw is None:
+                return default
+            try:
+                return parse(str(raw))
+            except ValueError:
+                raise PolicyError(f"label {PREFIX}{key}={raw!r} is not valid") from None
+
+        def boolean(text: str) -> bool:
+            if text.lower() in ("true", "1"):
+                return True
+            if text.lower() in ("false", "0"):
+                return False
+            raise ValueError(text)
+
+        policy = cls(min=get("min", int, cls.min), max=get("max", int, cls.max),
+                     zero=get("zero", boolean, cls.zero),
+                     zero_duration=get("zero-duration", parse_duration, cls.zero_duration),
+                     target=get("target", float, cls.target),
+                     down_window=get("down.window", parse_duration, cls.down_window))
+        if policy.min < 0 or policy.max < 1 or policy.min > policy.max:
+            raise PolicyError(f"scale labels need 0 <= min <= max and max >= 1 (min={policy.min}, max={policy.max})")
+        if policy.target <= 0:
+            raise PolicyError(f"{PREFIX}target must be > 0, got {policy.target}")
+        return policy
+
+
+@dataclass
+class Load:
+    """What the autoscaler sees of one function at one instant."""
+
+    replicas: int          # replicas wanted now (starting or ready)
+    demand: int            # requests in flight + requests waiting for a replica
+    idle_seconds: float    # since the last request ended or began
+    low_seconds: float     # how long demand has needed fewer replicas than we have
+    floor: int | None = None  # a manual scale request, kept as the lower bound
+
+
+def decide(policy: Policy, load: Load) -> int:
+    """Replicas wanted next: up at once, down only after the window, to zero only when idle.
+
+    A manual scale (`floor`) holds until the next manual scale, and keeps the
+    function from idling to zero meanwhile.
+    """
+    floor = policy.min if load.floor is None else min(load.floor, policy.max)
+    lazy = policy.zero and load.floor is None
+    if lazy and load.demand == 0 and (load.replicas == 0 or load.idle_seconds >= policy.zero_duration):
+        return 0  # idle long enough, or already at zero and nobody asking
+    needed = math.ceil(load.demand / policy.target)
+    wanted = min(policy.max, max(needed, floor, 1 if load.demand else 0))
+    if wanted >= load.replicas:
+        return wanted
+    return wanted if load.low_seconds >= policy.down_window else load.replicas

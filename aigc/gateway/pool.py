@@ -1,0 +1,222 @@
+"""One function's replicas: real processes, routed least-in-flight, scaled by the policy.
+
+A request takes a ready replica with spare capacity (`max_inflight`) or waits
+for one; that wait is what holds a request during scale from zero. The
+autoscaler calls `reconcile()` each tick: dead replicas are reaped (their
+in-flight requests already got 502 from the proxy) and the count is moved to
+what `policy.decide` wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import socket
+import time
+from pathlib import Path
+
+import aiohttp
+
+from .. import runner
+from .deploy import Deployment
+from .policy import Load, decide
+
+log = logging.getLogger("aigc.gateway")
+START_FAILURES_BEFORE_ERROR = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NoReplica(Exception):
+    """No replica could take the request in time; the message is for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Replica:
+    def __init__(self, index: int, instance: runner.Instance, log_path: Path):
+        self.index = index
+        self.instance = instance
+        self.log_path = log_path
+        self.state = "starting"  # starting -> ready -> stopping | dead
+        self.inflight = 0
+        self.started = time.monotonic()
+
+    @property
+    def url(self) -> str:
+        return self.instance.url
+
+    def alive(self) -> bool:
+        return self.instance.process.poll() is None
+
+    def log_tail(self, limit: int = 800) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+
+class FunctionPool:
+    def __init__(self, deployment: Deployment, context: Path, log_dir: Path, env: dict[str, str],
+                 session: aiohttp.ClientSession, ready_timeout: float):
+        self.deployment = deployment
+        self.context = context
+        self.log_dir = log_dir
+        self.env = env
+        self.session = session
+        self.ready_timeout = ready_timeout
+        self.replicas: list[Replica] = []
+        self.manual: int | None = None
+        self.waiting = 0
+        self.invocations = 0
+        self.last_activity = time.monotonic()
+        self.low_since: float | None = None
+        self.start_failures = 0
+        self.last_start_error = ""
+        self._next_index = 0
+        self._changed = asyncio.Condition()
+        self.wake = asyncio.Event()  # shared with the autoscaler: set when a request finds no replica
+        self.on_replica_ready = lambda seconds: None
+
+    # --- routing ---------------------------------------------------------
+    @property
+    def ready(self) -> list[Replica]:
+        return [r for r in self.replicas if r.state == "ready" and r.alive()]
+
+    @property
+    def active(self) -> list[Replica]:
+        return [r for r in self.replicas if r.state in ("starting", "ready")]
+
+    def _pick(self) -> Replica | None:
+        cap = self.deployment.max_inflight
+        candidates = [r for r in self.ready if not cap or r.inflight < cap]
+        return min(candidates, key=lambda r: r.inflight) if candidates else None
+
+    async def acquire(self, timeout: float) -> tuple[Replica, bool]:
+        """A replica for one request, and whether the request had to wait for a replica to start."""
+        self.last_activity = time.monotonic()
+        replica = self._pick()
+        if replica:
+            replica.inflight += 1
+            return replica, False
+        cold = not self.ready
+        self.waiting += 1
+        self.wake.set()
+        deadline = time.monotonic() + timeout
+        try:
+            async with self._changed:
+                while (replica := self._pick()) is None:
+                    if self.start_failures >= START_FAILURES_BEFORE_ERROR and not self.ready:
+                        raise NoReplica(503, f"function {self.deployment.name!r} fails to start: "
+                                             f"{self.last_start_error}")
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise NoReplica(504, f"no replica of {self.deployment.name!r} could take the request "
+                                             f"within {timeout:.0f}s")
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+                    except asyncio.TimeoutError:
+                        pass
+            replica.inflight += 1
+            return replica, cold
+        finally:
+            self.waiting -= 1
+
+    async def release(self, replica: Replica) -> None:
+        replica.inflight -= 1
+        if not replica.alive():
+            self.wake.set()  # replace it now rather than at the next tick
+        self.invocations += 1
+        self.last_activity = time.monotonic()
+        await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def demand(self) -> int:
+        return self.waiting + sum(r.inflight for r in self.replicas)
+
+    # --- scaling ---------------------------------------------------------
+    async def reconcile(self) -> None:
+        for r in list(self.replicas):
+            if r.state in ("starting", "ready") and not r.alive():
+                log.warning("%s replica %d exited with %s", self.deployment.name, r.index, r.instance.process.returncode)
+                r.state = "dead"
+                self.replicas.remove(r)
+        now = time.monotonic()
+        current = len(self.active)
+        demand = self.demand()
+        needed = math.ceil(demand / self.deployment.policy.target)
+        if needed >= current:
+            self.low_since = None
+        elif self.low_since is None:
+            self.low_since = now
+        wanted = decide(self.deployment.policy, Load(
+            replicas=current, demand=demand, idle_seconds=0 if demand else now - self.last_activity,
+            low_seconds=now - self.low_since if self.low_since else 0, floor=self.manual))
+        for _ in range(wanted - current):
+            self._start_replica()
+        if wanted < current:
+            await self._stop_idle(current - wanted)
+        await self._notify()
+
+    def _start_replica(self) -> None:
+        index = self._next_index
+        self._next_index += 1
+        log_path = self.log_dir / f"{self.deployment.name}-{index}.log"
+        with open(log_path, "ab") as out:
+            instance = runner.launch(self.context, self.deployment.fn, free_port(), self.env,
+                                     die_with_parent=True, stdout=out, stderr=out)
+        replica = Replica(index, instance, log_path)
+        self.replicas.append(replica)
+        asyncio.get_running_loop().create_task(self._await_ready(replica))
+
+    async def _await_ready(self, replica: Replica) -> None:
+        deadline = replica.started + self.ready_timeout
+        while replica.state == "starting" and time.monotonic() < deadline:
+            if not replica.alive():
+                break
+            try:
+                async with self.session.get(replica.url + "/_/ready", timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    if resp.status == 200:
+                        replica.state = "ready"
+                        self.start_failures = 0
+                        self.on_replica_ready(time.monotonic() - replica.started)
+                        await self._notify()
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.01)
+        if replica.state == "starting":
+            self.start_failures += 1
+            self.last_start_error = (f"replica exited with code {replica.instance.process.returncode}"
+                                     if not replica.alive() else f"not ready after {self.ready_timeout:.0f}s")
+            self.last_start_error += "; log tail: " + replica.log_tail(400).strip().replace("\n", " | ")
+            replica.state = "dead"
+            if replica in self.replicas:
+                self.replicas.remove(replica)
+            await asyncio.to_thread(replica.instance.stop, 2)
+            await self._notify()
+
+    async def _stop_idle(self, count: int) -> None:
+        # newest first, never one that is serving a request
+        victims = [r for r in reversed(self.active) if r.inflight == 0][:count]
+        for r in victims:
+            r.state = "stopping"
+            self.replicas.remove(r)
+        await asyncio.gather(*(asyncio.to_thread(r.instance.stop) for r in victims))
+
+    async def stop_all(self) -> None:
+        victims = list(self.replicas)
+        self.replicas.clear()
+        for r in victims:
+            r.state = "stopping"
+        await asyncio.gather(*(asyncio.to_thread(r.instance.stop) for r in victims))

@@ -1,0 +1,228 @@
+"""The gateway's HTTP API: OpenFaaS REST paths, verbs, bodies and status codes.
+
+/system/* needs basic auth (user admin). /function/NAME[/path] proxies any
+verb with query and subpath to a ready replica, streaming both ways, so
+text/event-stream passes through unbuffered. Every call carries an X-Call-Id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import time
+import uuid
+
+import aiohttp
+from aiohttp import web
+
+from .. import __version__
+from . import deploy
+from .core import Gateway, forward_headers
+from .deploy import DeployError
+from .pool import NoReplica
+
+SMALL_BODY = 1 << 20  # bodies up to this are read whole: faster than streaming for typical requests
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def error(status: int, message: str, **headers) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+async def _json(request: web.Request):
+    try:
+        return json.loads(await request.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"malformed JSON: {exc}"}),
+                                 content_type="application/json") from None
+
+
+@web.middleware
+async def basic_auth(request: web.Request, handler):
+    if request.path.startswith("/system/"):
+        gw = request.app[GATEWAY]
+        try:
+            creds = aiohttp.BasicAuth.decode(request.headers.get("Authorization", ""))
+        except ValueError:
+            creds = None
+        if creds is None or creds.login != "admin" or creds.password != gw.password:
+            return error(401, "basic auth required: user admin, password in $AIGC_STATE_DIR/secrets/"
+                              "basic-auth-password", **{"WWW-Authenticate": 'Basic realm="OpenFaaS API"'})
+    return await handler(request)
+
+
+def _function_name(raw: str) -> str:
+    name, _, namespace = raw.partition(".")
+    if namespace and namespace != deploy.NAMESPACE:
+        raise web.HTTPNotFound(text=json.dumps({"error": f"namespace {namespace!r} does not exist here"}),
+                               content_type="application/json")
+    return name
+
+
+def _status(gw: Gateway, name: str) -> dict:
+    pool = gw.pools[name]
+    return pool.deployment.status(len(pool.active), len(pool.ready), pool.invocations)
+
+
+# --- /system ---------------------------------------------------------------
+async def list_functions(request):
+    gw = request.app[GATEWAY]
+    return web.json_response([_status(gw, n) for n in sorted(gw.pools)])
+
+
+async def get_function(request):
+    gw = request.app[GATEWAY]
+    name = _function_name(request.match_info["name"])
+    if name not in gw.pools:
+        return error(404, f"function {name!r} not found")
+    return web.json_response(_status(gw, name))
+
+
+async def deploy_function(request):
+    gw = request.app[GATEWAY]
+    replace = request.method == "PUT"
+    try:
+        deployment = deploy.from_request(await _json(request), gw.stack)
+        if replace and deployment.name not in gw.pools:
+            return error(404, f"function {deployment.name!r} not found; deploy it with POST")
+        await gw.deploy(deployment, replace=replace)
+    except DeployError as exc:
+        return error(400, str(exc))
+    return web.Response(status=200 if replace else 202)
+
+
+async def delete_function(request):
+    gw = request.app[GATEWAY]
+    body = await _json(request)
+    name = body.get("functionName") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name:
+        return error(400, "body must be {\"functionName\": NAME}")
+    if not await gw.remove(name):
+        return error(404, f"function {name!r} not found")
+    return web.Response(status=200)
+
+
+async def scale_function(request):
+    gw = request.app[GATEWAY]
+    name = _function_name(request.match_info["name"])
+    if name not in gw.pools:
+        return error(404, f"function {name!r} not found")
+    body = await _json(request)
+    replicas = body.get("replicas") if isinstance(body, dict) else None
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        return error(400, "body must be {\"serviceName\": NAME, \"replicas\": N} with N >= 0")
+    if body.get("serviceName") not in (None, name):
+        return error(400, f"serviceName {body.get('serviceName')!r} does not match the path's {name!r}")
+    gw.scale(name, replicas)
+    return web.Response(status=202)
+
+
+async def system_info(request):
+    version = {"sha": "", "release": __version__, "commit_message": ""}
+    return web.json_response({"provider": {"provider": "aigc-local", "orchestration": "process",
+                                           "version": {"sha": "", "release": __version__}},
+                              "version": version, "arch": platform.machine()})
+
+
+async def healthz(request):
+    return web.Response(text="OK")
+
+
+async def metrics(request):
+    return web.Response(body=request.app[GATEWAY].metrics.exposition(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+# --- invocation ----------------------------------------------------------------
+async def invoke(request: web.Request):
+    gw = request.app[GATEWAY]
+    name = _function_name(request.match_info["name"])
+    if name not in gw.pools:
+        return error(404, f"function {name!r} not found")
+    call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
+    started = time.monotonic()
+    code = 500
+    try:
+        pool, replica = await gw.acquire(name)
+    except NoReplica as exc:
+        gw.metrics.observe(name, exc.status, time.monotonic() - started)
+        return error(exc.status, str(exc), **{"X-Call-Id": call_id})
+    response = None
+    try:
+        headers = forward_headers(request.headers)
+        headers.update({"X-Call-Id": call_id, "X-Forwarded-Host": request.host,
+                        "X-Start-Time": str(time.time_ns())})
+        length = request.content_length
+        if length is not None and length <= SMALL_BODY:
+            data = await request.read()
+        else:
+            data = request.content  # large or chunked: stream it through
+            if length is not None:
+                headers["Content-Length"] = str(length)
+        url = replica.url + "/" + request.match_info.get("path", "") + (f"?{request.query_string}" if request.query_string else "")
+        timeout = aiohttp.ClientTimeout(total=gw.options.upstream_timeout)
+        async with gw.session.request(request.method, url, data=data, headers=headers, timeout=timeout,
+                                      allow_redirects=False) as upstream:
+            out = forward_headers(upstream.headers)
+            out["X-Call-Id"] = call_id
+            code = upstream.status
+            small = upstream.content_length is not None and upstream.content_length <= SMALL_BODY
+            if small and not upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
+                body = await upstream.read()
+                out["X-Duration-Seconds"] = f"{time.monotonic() - started:.6f}"
+                return web.Response(body=body, status=code, headers=out)
+            response = web.StreamResponse(status=code, headers=out)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+        code = 504 if isinstance(exc, asyncio.TimeoutError) else 502
+        if response is not None and response.prepared:
+            raise  # headers already sent: the only honest signal left is a broken stream
+        return error(code, f"replica {replica.index} of {name!r} failed: {type(exc).__name__}: {exc}",
+                     **{"X-Call-Id": call_id})
+    finally:
+        await pool.release(replica)
+        gw.metrics.observe(name, code, time.monotonic() - started)
+
+
+async def invoke_async(request: web.Request):
+    gw = request.app[GATEWAY]
+    name = _function_name(request.match_info["name"])
+    if name not in gw.pools:
+        return error(404, f"function {name!r} not found")
+    body = await request.read()
+    headers = dict(request.headers)
+    path = "/" + request.match_info.get("path", "")
+    call_id = await asyncio.to_thread(gw.accept_async, name, path, request.query_string, headers, body)
+    return web.Response(status=202, headers={"X-Call-Id": call_id})
+
+
+async def cancel_async(request: web.Request):
+    gw = request.app[GATEWAY]
+    if await asyncio.to_thread(gw.queue.cancel, request.match_info["call_id"]):
+        return web.Response(status=202)
+    return error(404, "no queued call with that X-Call-Id (unknown, running or finished)")
+
+
+def create_app(gateway: Gateway, max_body: int = 64 << 20) -> web.Application:
+    app = web.Application(middlewares=[basic_auth], client_max_size=max_body)
+    app[GATEWAY] = gateway
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/system/info", system_info)
+    app.router.add_get("/system/functions", list_functions)
+    app.router.add_post("/system/functions", deploy_function)
+    app.router.add_put("/system/functions", deploy_function)
+    app.router.add_delete("/system/functions", delete_function)
+    app.router.add_get("/system/function/{name}", get_function)
+    app.router.add_post("/system/scale-function/{name}", scale_function)
+    app.router.add_route("*", "/function/{name}", invoke)
+    app.router.add_route("*", "/function/{name}/{path:.*}", invoke)
+    app.router.add_post("/async-function/{name}", invoke_async)
+    app.router.add_post("/async-function/{name}/{path:.*}", invoke_async)
+    app.router.add_delete("/async-function/{call_id}", cancel_async)
+    return app
