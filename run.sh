@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One entry point on a fresh Debian machine:
-#   bash run.sh up     set everything up, then serve the example functions (Ctrl-C stops)
+#   bash run.sh up     set everything up, then start the local gateway with stack.yml (Ctrl-C stops)
 #   bash run.sh test   set everything up, then run the tests
 #   bash run.sh bench  set everything up, then run the cold-start benchmark
 # Setup is idempotent: Debian packages only if missing, the venv only when
-# requirements change, models only when absent or damaged.
+# requirements change, models only when absent or damaged; WebAssembly
+# modules are rebuilt from source each time (about 2 s).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -33,15 +34,16 @@ install_python_packages() {
 setup() {
   install_debian_packages
   install_python_packages
+  $VENV/bin/python wasm/build.py
   $VENV/bin/aigc models build --all
 }
 
 cmd=${1:-up}
 shift || true
 case "$cmd" in
-  up)    setup; exec $VENV/bin/aigc run "$@" ;;
+  up)    setup; exec $VENV/bin/aigc up "$@" ;;
   test)  setup; exec $VENV/bin/python -m pytest "$@" ;;
-  bench) setup; exec $VENV/bin/python bench/coldstart.py "$@" ;;
+  bench) setup; $VENV/bin/python bench/coldstart.py "$@"; exec $VENV/bin/python bench/gateway.py ;;
   setup) setup ;;
   *) echo "usage: bash run.sh {up|test|bench|setup} [args…]" >&2; exit 2 ;;
 esac

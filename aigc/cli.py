@@ -83,6 +83,27 @@ def _up(args) -> int:
     return main.main(args.file, args.host, args.port)
 
 
+def _knative(args) -> int:
+    from . import knative, stack
+
+    st = stack.load(args.file)
+    out_dir = Path(args.out)
+    wanted = knative.generate(st, out_dir)
+    stale = sorted(str(p) for p, text in wanted.items() if not p.is_file() or p.read_text() != text)
+    extra = sorted(str(p) for p in out_dir.glob("*.yaml") if p not in wanted)
+    if args.check:
+        for p in stale + extra:
+            print(f"stale: {p}")
+        return 1 if stale or extra else 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, text in wanted.items():
+        path.write_text(text)
+    for p in extra:
+        Path(p).unlink()
+    print(f"wrote {len(wanted)} Knative Services to {out_dir}/")
+    return 0
+
+
 def _templates_sync(args) -> int:
     from . import templates
 
@@ -125,6 +146,13 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--port", type=int, default=8080)
     u.set_defaults(func=_up)
+
+    k = sub.add_parser("knative", help="Knative manifests").add_subparsers(dest="action", required=True)
+    g = k.add_parser("generate", help="write knative/<fn>.yaml from stack.yml")
+    g.add_argument("-f", "--file", default="stack.yml")
+    g.add_argument("--out", default="knative")
+    g.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
+    g.set_defaults(func=_knative)
 
     t = sub.add_parser("templates", help="template maintenance").add_subparsers(dest="action", required=True)
     s = t.add_parser("sync", help="copy aigc/runtime into every template")

@@ -30,6 +30,8 @@ class StackFunction:
     secrets: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, str] | None = None
+    requests: dict[str, str] | None = None
 
     def env(self) -> dict[str, str]:
         """environment_file entries (later files win), then inline environment on top, as faas-cli merges them."""
@@ -58,6 +60,17 @@ class Stack:
         raise KeyError(f"no function {ref!r} in {self.path}; it has {sorted(self.functions)}")
 
 
+def _resources(path: Path, name: str, value) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not set(value) <= {"memory", "cpu"}:
+        raise ValueError(f"{path}: limits/requests of {name!r} take only 'memory' and 'cpu'")
+    memory = str(value.get("memory", ""))
+    if memory and not re.fullmatch(r"\d+Mi", memory):
+        raise ValueError(f"{path}: memory of {name!r} must be in Mi (e.g. 512Mi), as OpenFaaS on Kubernetes needs")
+    return {k: str(v) for k, v in value.items()}
+
+
 def load(path: str | Path = "stack.yml") -> Stack:
     path = Path(path)
     doc = yaml.safe_load(envsubst(path.read_text())) or {}
@@ -79,5 +92,6 @@ def load(path: str | Path = "stack.yml") -> Stack:
             secrets=list(spec.get("secrets") or []),
             labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
             annotations={str(k): str(v) for k, v in (spec.get("annotations") or {}).items()},
+            limits=_resources(path, name, spec.get("limits")), requests=_resources(path, name, spec.get("requests")),
         )
     return Stack(path=path, gateway=provider.get("gateway", "http://127.0.0.1:8080"), functions=functions)

@@ -14,7 +14,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
 # what an instance imports at run time; the CLI, builders and runner stay out of images
-RUNTIME_FILES = ["aigc/__init__.py", "aigc/runtime"]
+RUNTIME_FILES = ["aigc/__init__.py", "aigc/runtime", "aigc/wasm"]
+# built by `python wasm/build.py`; -fstrip makes them byte-identical wherever they are built,
+# so the committed copies can be checked against a fresh build
+WASM_BUILD = REPO / "wasm" / "build"
+WASM_MODULES = ["tokenizer.wasm", "image.wasm"]
+COPIED_SUFFIXES = ("*.py", "*.wasm")
 
 
 def runtime_sources() -> dict[str, Path]:
@@ -24,6 +29,11 @@ def runtime_sources() -> dict[str, Path]:
         paths = [src] if src.is_file() else sorted(p for p in src.rglob("*.py"))
         for path in paths:
             files[path.relative_to(REPO).as_posix()] = path
+    for name in WASM_MODULES:
+        built = WASM_BUILD / name
+        if not built.is_file():
+            raise FileNotFoundError(f"{built} is missing; run `python wasm/build.py` first")
+        files[f"aigc/wasm/modules/{name}"] = built
     return files
 
 
@@ -38,10 +48,11 @@ def drift(template: Path) -> list[str]:
                 if not (template / rel).is_file() or not filecmp.cmp(src, template / rel, shallow=False)]
     copy_root = template / "aigc"
     if copy_root.is_dir():
-        for path in copy_root.rglob("*.py"):
-            rel = path.relative_to(template).as_posix()
-            if rel not in expected:
-                problems.append(rel)
+        for pattern in COPIED_SUFFIXES:
+            for path in copy_root.rglob(pattern):
+                rel = path.relative_to(template).as_posix()
+                if rel not in expected:
+                    problems.append(rel)
     return sorted(problems)
 
 

@@ -25,6 +25,9 @@ def write_stack(path: Path, functions: dict[str, dict]) -> Path:
         doc["functions"][name] = {"lang": "aigc-onnx", "handler": spec.get("handler", ECHO),
                                   "image": f"localhost/{name}:test", "labels": spec.get("labels", {}),
                                   "environment": spec.get("environment", {})}
+        for key in ("environment_file", "secrets"):
+            if key in spec:
+                doc["functions"][name][key] = spec[key]
     path.write_text(yaml.safe_dump(doc))
     return path
 

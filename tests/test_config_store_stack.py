@@ -99,3 +99,28 @@ def test_build_context_is_template_plus_handler_like_faas_cli(tmp_path):
     assert (context / "aigc" / "runtime" / "app.py").is_file()
     argv = buildctx.entrypoint(context)
     assert argv[1:] == ["-m", "gunicorn", "-c", "python:aigc.runtime.gunicorn_conf", "index:app"]
+
+
+def test_fast_path_mode_is_validated(monkeypatch):
+    from aigc.runtime import fastpath
+
+    monkeypatch.delenv("AIGC_FAST_PATH", raising=False)
+    assert fastpath.mode() == "wasm"
+    monkeypatch.setenv("AIGC_FAST_PATH", "native")
+    assert fastpath.mode() == "native"
+    monkeypatch.setenv("AIGC_FAST_PATH", "gpu")
+    with pytest.raises(ValueError, match="AIGC_FAST_PATH"):
+        fastpath.mode()
+
+
+@pytest.mark.slow
+def test_builders_write_complete_verified_entries_from_scratch(tmp_path):
+    for name in models.BUILDERS:
+        built = models.build(name, root=tmp_path)
+        assert built.path == tmp_path / name and not built.verify()
+        assert not list(tmp_path.glob(".build-*")), "temporary build folders must not be left behind"
+    labels = json.loads((tmp_path / "efficientnet-lite0" / "labels.json").read_text())
+    assert len(labels) == 1000 and labels[967] == "espresso"
+    # an intact entry is reused, a damaged one rebuilt
+    (tmp_path / "minilm-l6-int8" / "vocab.txt").write_text("damaged")
+    assert not models.build("minilm-l6-int8", root=tmp_path).verify()

@@ -172,3 +172,27 @@ def test_embed_over_oip(served_functions):
     out = resp.json()["outputs"][0]
     vectors = np.array(out["data"]).reshape(out["shape"])
     assert out["shape"] == [2, 384] and float(vectors[0] @ vectors[1]) > 0.5
+
+
+def test_wasm_and_native_tokenizers_give_the_same_embeddings(served_functions, serve, stack_file):
+    # served_functions runs the default (AIGC_FAST_PATH=wasm); start a native twin and compare
+    native = serve(stack_file.functions["embed"], env={"AIGC_FAST_PATH": "native"})
+    texts = SENTENCES + ["Ünïcödé àccents, 中文字符, emoji 🙂 and\ttabs  and   spaces", "x" * 200]
+    body = {"model": "minilm-l6-int8", "input": texts}
+    wasm_out = requests.post(served_functions["embed"] + "/v1/embeddings", json=body).json()
+    native_out = requests.post(native.url + "/v1/embeddings", json=body).json()
+    assert wasm_out["usage"] == native_out["usage"]
+    a = np.array([d["embedding"] for d in wasm_out["data"]])
+    b = np.array([d["embedding"] for d in native_out["data"]])
+    assert np.array_equal(a, b)
+
+
+def test_wasm_and_native_preprocessing_agree_on_the_photos(served_functions, serve, stack_file, photos):
+    native = serve(stack_file.functions["image-classify"], env={"AIGC_FAST_PATH": "native"})
+    for name, photo in photos.items():
+        body = png_bytes(photo)
+        wasm_top = classify(served_functions["image-classify"], body, top_k=5).json()["predictions"]
+        native_top = classify(native.url, body, top_k=5).json()["predictions"]
+        assert wasm_top[0]["index"] == native_top[0]["index"], name
+        for a, b in zip(wasm_top, native_top):
+            assert abs(a["score"] - b["score"]) < 1e-3, (name, a, b)

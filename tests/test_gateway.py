@@ -26,13 +26,17 @@ FUNCTIONS = {
                          "com.openfaas.scale.target": "1", "com.openfaas.scale.down.window": "2s"},
               "environment": {"max_inflight": "1"}},
     "victim": {"labels": {"com.openfaas.scale.min": "1"}},
-    "jobs": {"labels": {"com.openfaas.scale.min": "1"}},
+    "jobs": {"labels": {"com.openfaas.scale.min": "1"}, "environment": {"FROM_INLINE": "inline", "BOTH": "inline"},
+             "environment_file": ["env.yml"], "secrets": ["api-key"]},
 }
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gw")
+    (tmp / "env.yml").write_text("environment:\n  FROM_FILE: file\n  BOTH: file\n")
+    (tmp / "state" / "secrets").mkdir(parents=True)
+    (tmp / "state" / "secrets" / "api-key").write_text("s3cr3t\n")
     gw = GatewayProcess(write_stack(tmp / "stack.yml", FUNCTIONS), tmp / "state")
     yield gw
     gw.stop()
@@ -125,6 +129,17 @@ def test_a_killed_replica_fails_its_request_and_is_replaced(gateway):
     gateway.wait_for("victim", lambda s: s["availableReplicas"] == 1, 30, "replacement replica")
     assert _replica_pgid(gateway, "victim") != pgid
     assert requests.post(gateway.url + "/function/victim", data=b"back").content == b"back"
+
+
+def test_environment_files_and_secrets_reach_the_replica(gateway):
+    def get(path):
+        return requests.get(gateway.url + "/function/jobs" + path, timeout=30).json()["value"]
+
+    assert get("/env?name=FROM_FILE") == "file" and get("/env?name=FROM_INLINE") == "inline"
+    assert get("/env?name=BOTH") == "inline"  # inline environment wins over environment_file, as in faas-cli
+    assert get("/secret?name=api-key") == "s3cr3t"
+    missing = requests.get(gateway.url + "/function/jobs/secret?name=other", timeout=30)
+    assert missing.status_code == 500 and "not mounted" in missing.json()["error"]
 
 
 def test_sse_passes_through_unbuffered(gateway):

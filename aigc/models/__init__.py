@@ -49,9 +49,12 @@ def build(name: str, root: Path | None = None, force: bool = False) -> store.Sto
     root = Path(root) if root else store.store_root()
     target = root / name
     if (target / store.MANIFEST).is_file() and not force:
-        existing = store.open_model(name, root)
-        if not existing.verify():
-            return existing
+        try:
+            existing = store.open_model(name, root)
+            if not existing.verify():
+                return existing
+        except store.errors.AigcError:
+            pass  # damaged (missing file, wrong size): rebuild below
     module_name, func_name = BUILDERS[name].split(":")
     builder: Callable[[Path], dict[str, Any]] = getattr(importlib.import_module(module_name), func_name)
     root.mkdir(parents=True, exist_ok=True)

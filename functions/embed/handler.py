@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from aigc.runtime import Model, TensorSpec, errors, openai, ort, store
+from aigc.runtime import Model, TensorSpec, errors, fastpath, openai, ort, store
 
 BATCH = 32
 
@@ -22,23 +22,19 @@ class SentenceEmbedder(Model):
     outputs = (TensorSpec("embedding", "FP32", (-1, 384)),)
 
     def load(self):
-        from tokenizers import Tokenizer
-
         stored = store.open_model(self.name)
         self.config = json.loads(stored.file("embedding.json").read_text())
-        self.tokenizer = Tokenizer.from_file(str(stored.file("tokenizer.json")))
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
+        self.tokenizer = fastpath.TextTokenizer(stored.file("tokenizer.json"))  # AIGC_FAST_PATH picks wasm/native
         self.session = ort.session(stored.file("model.onnx"))
         self.input_names = {i.name for i in self.session.get_inputs()}
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        encodings = self.tokenizer.encode_batch(texts)
+        ids = self.tokenizer.encode_batch(texts)
         limit = self.config["max_tokens"]
-        for i, enc in enumerate(encodings):
-            if len(enc.ids) > limit:
-                raise errors.InvalidInput(f"input[{i}] is {len(enc.ids)} tokens; {self.name} takes at most {limit}")
-        return [enc.ids for enc in encodings]
+        for i, seq in enumerate(ids):
+            if len(seq) > limit:
+                raise errors.InvalidInput(f"input[{i}] is {len(seq)} tokens; {self.name} takes at most {limit}")
+        return ids
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         ids = self.tokenize(texts)

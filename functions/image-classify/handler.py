@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from aigc.runtime import Model, TensorSpec, errors, images, ort, store
+from aigc.runtime import Model, TensorSpec, errors, fastpath, images, ort, store
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -39,12 +39,9 @@ class ImageClassifier(Model):
     def load(self):
         stored = store.open_model(self.name)
         self.labels = json.loads(stored.file("labels.json").read_text())
-        self.prep = json.loads(stored.file("preprocess.json").read_text())
+        spec = json.loads(stored.file("preprocess.json").read_text())
+        self.preprocess = fastpath.ClassifierPreprocessor(spec)  # AIGC_FAST_PATH picks wasm/native
         self.session = ort.session(stored.file("model.onnx"))
-
-    def preprocess(self, hwc: np.ndarray) -> np.ndarray:
-        p = self.prep
-        return images.classifier_input(hwc, p["resize_shorter"], p["max_longer"], p["mean"], p["std"])
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         return _softmax(self.session.run(None, {"input": batch})[0])

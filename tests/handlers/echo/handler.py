@@ -53,6 +53,12 @@ def handle(event, context):
                 time.sleep(0.3)
 
         return Response(events(), mimetype="text/event-stream")
+    if event.path == "/env":
+        return {"value": os.environ.get(event.query["name"])}
+    if event.path == "/secret":
+        from aigc.runtime import secrets
+
+        return {"value": secrets.read(event.query["name"])}
     if event.path == "/pid":
         return {"pid": os.getpid(), "pgid": os.getpgid(0)}
     return event.body
