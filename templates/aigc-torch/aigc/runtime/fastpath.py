@@ -1,0 +1,79 @@
+"""Tokenizers and image preprocessing: WebAssembly by default, native libraries to compare.
+
+`AIGC_FAST_PATH=wasm` (default) uses the Zig-built modules in `aigc.wasm`,
+run in-process by wasmtime; `AIGC_FAST_PATH=native` uses the `tokenizers`
+library and PIL/numpy. Both give the same token ids; functions call only
+this module, so switching needs no code change.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from . import errors, images
+
+MODES = ("wasm", "native")
+
+
+def mode() -> str:
+    value = os.environ.get("AIGC_FAST_PATH", "wasm")
+    if value not in MODES:
+        raise ValueError(f"AIGC_FAST_PATH must be one of {MODES}, got {value!r}")
+    return value
+
+
+class TextTokenizer:
+    """Ids with special tokens added, never truncated or padded (callers check lengths)."""
+
+    def __init__(self, path: Path, backend: str | None = None):
+        self.backend = backend or mode()
+        if self.backend == "wasm":
+            from aigc.wasm import Tokenizer
+
+            self._wasm = Tokenizer.from_file(path)
+        else:
+            from tokenizers import Tokenizer
+
+            self._native = Tokenizer.from_file(str(path))
+            self._native.no_truncation()
+            self._native.no_padding()
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if self.backend == "native":
+            return [e.ids for e in self._native.encode_batch(list(texts))]
+        from aigc.wasm import WasmError, WasmLimitError
+
+        try:
+            return self._wasm.encode_batch(list(texts), truncation=False, padding=False).ids
+        except WasmLimitError as exc:
+            raise errors.InvalidInput(f"input is too large to tokenize: {exc}") from None
+        except WasmError as exc:
+            raise errors.ServerError(f"tokenizer failed: {exc}") from None
+
+
+class ClassifierPreprocessor:
+    """HWC uint8 RGB -> CHW float32, with the geometry of a store model's preprocess.json."""
+
+    def __init__(self, spec: dict, backend: str | None = None):
+        self.backend = backend or mode()
+        self.spec = spec
+        if self.backend == "wasm":
+            from aigc.wasm import ImagePreprocessor
+
+            self._wasm = ImagePreprocessor.from_preprocess(spec)
+
+    def __call__(self, hwc) -> "np.ndarray":  # noqa: F821 - numpy is imported by images
+        images.check_hwc(hwc)
+        if self.backend == "native":
+            s = self.spec
+            return images.classifier_input(hwc, s["resize_shorter"], s["max_longer"], s["mean"], s["std"])
+        from aigc.wasm import WasmError, WasmLimitError
+
+        try:
+            return self._wasm(hwc)[0]
+        except WasmLimitError as exc:
+            raise errors.InvalidInput(f"image is too large to preprocess: {exc}") from None
+        except WasmError as exc:
+            raise errors.ServerError(f"image preprocessing failed: {exc}") from None
