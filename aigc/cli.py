@@ -1,4 +1,4 @@
-"""`aigc`: build models into the store, run functions locally, keep templates in sync."""
+"""`aigc`: build models into the store, run functions locally, load-test them, keep templates in sync."""
 
 from __future__ import annotations
 
@@ -119,6 +119,34 @@ def _templates_sync(args) -> int:
     return status
 
 
+def _bench(args) -> int:
+    from .bench import suites
+
+    return suites.coldstart(args) if args.suite == "coldstart" else suites.scaling(args)
+
+
+def _tune(args) -> int:
+    from .bench import tune
+
+    return tune.main(args)
+
+
+def _gateway_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("function")
+    p.add_argument("-f", "--file", default="stack.yml", help="stack for the local gateway (and, for tune, the file to edit)")
+    p.add_argument("--gateway", help="an OpenFaaS-compatible gateway URL; default: start a local one from --file")
+    p.add_argument("--user", default="admin", help="basic-auth user for /system calls")
+    p.add_argument("--password", help="basic-auth password (or --password-file, or $AIGC_GATEWAY_PASSWORD)")
+    p.add_argument("--password-file")
+    p.add_argument("--locustfile", help="default: loadtests/<function>.py, else loadtests/generic.py")
+    p.add_argument("--out", help="report folder (default artifacts/bench/<suite>-<function>/)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="redeploy with this label for the run (PUT /system/functions)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="redeploy with this env var")
+    p.add_argument("--timeout", type=float, default=600.0, help="hard limit on locust's process, seconds")
+    p.set_defaults(locust_args=[])
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aigc", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -154,6 +182,39 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
     g.set_defaults(func=_knative)
 
+    bench = sub.add_parser("bench", help="locust load tests against a gateway, with reports; "
+                           "arguments after -- go to locust").add_subparsers(dest="suite", required=True)
+    c = bench.add_parser("coldstart", help="scale to zero, time the first response; repeat")
+    _gateway_args(c)
+    c.add_argument("--runs", type=int, default=10, help="cold starts to measure")
+    c.add_argument("--warm", type=int, default=5, help="warm calls after each cold one")
+    c.add_argument("--zero-timeout", type=float, default=90.0)
+    c.add_argument("--settle", type=float, default=3.0, help="seconds between 0 replicas reported and the cold "
+                                                             "call, for stopping instances to be gone")
+    c.add_argument("--target", type=float, help="redeploy with this com.openfaas.scale.target")
+    c.add_argument("--down-window", help="redeploy with this com.openfaas.scale.down.window "
+                                         "(default with a local gateway: 2s)")
+    c.set_defaults(func=_bench)
+    sc = bench.add_parser("scaling", help="step load up and down; RPS, latency and replicas over time")
+    _gateway_args(sc)
+    sc.add_argument("--step-users", type=int, default=2)
+    sc.add_argument("--step-seconds", type=float, default=15.0)
+    sc.add_argument("--steps", type=int, default=4, help="steps up; then steps-1 down, then the run stops")
+    sc.add_argument("--poll-interval", type=float, default=0.5, help="seconds between /system/functions polls")
+    sc.add_argument("--target", type=float, help="redeploy with this com.openfaas.scale.target")
+    sc.add_argument("--down-window", help="redeploy with this com.openfaas.scale.down.window")
+    sc.set_defaults(func=_bench)
+
+    tu = sub.add_parser("tune", help="measure per-instance capacity under a p95 SLO and write it as the "
+                                     "scaling target in stack.yml and knative/")
+    _gateway_args(tu)
+    tu.add_argument("--slo-p95", type=float, required=True, metavar="MS", help="p95 latency objective, ms")
+    tu.add_argument("--step-seconds", type=float, default=10.0, help="measuring time per concurrency level")
+    tu.add_argument("--max-concurrency", type=int, default=32, help="highest level tried when max_inflight is unset")
+    tu.add_argument("--knative-dir", help="where the Knative manifests are (default: knative/ beside the stack)")
+    tu.add_argument("--dry-run", action="store_true", help="measure and print; change no file")
+    tu.set_defaults(func=_tune)
+
     t = sub.add_parser("templates", help="template maintenance").add_subparsers(dest="action", required=True)
     s = t.add_parser("sync", help="copy aigc/runtime into every template")
     s.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
@@ -162,10 +223,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = []
+    if argv[:1] in (["bench"], ["tune"]) and "--" in argv:  # the rest is for locust
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
     args = parser().parse_args(argv)
+    args.argv = argv + (["--", *passthrough] if passthrough else [])  # reports quote the command that made them
+    if passthrough:
+        args.locust_args = passthrough
     try:
         return args.func(args)
-    except (KeyError, FileNotFoundError, ValueError) as exc:
+    except (KeyError, OSError, ValueError, TimeoutError, RuntimeError) as exc:  # OSError covers requests errors
         print(f"aigc: {exc}", file=sys.stderr)
         return 2
 

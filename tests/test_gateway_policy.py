@@ -56,3 +56,15 @@ def test_manual_scale_holds_and_blocks_idling_to_zero():
     assert decide(ZERO, manual) == 4
     manual.floor = 0
     assert decide(Policy(min=1, zero=False), manual) == 0
+
+
+def test_a_manual_scale_down_applies_at_once():
+    assert decide(ZERO, Load(replicas=3, demand=0, idle_seconds=0, low_seconds=0, floor=1, immediate=True)) == 1
+    assert decide(ZERO, Load(replicas=3, demand=0, idle_seconds=0, low_seconds=0, floor=1)) == 3
+
+
+def test_scale_down_sizes_for_the_windows_peak_not_the_current_dip():
+    dip = Load(replicas=4, demand=1, idle_seconds=0, low_seconds=6, peak_demand=5)
+    assert decide(ZERO, dip) == 3  # ceil(5 / target 2), not ceil(1 / 2)
+    dip.peak_demand = 1
+    assert decide(ZERO, dip) == 1

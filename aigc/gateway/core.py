@@ -144,6 +144,7 @@ class Gateway:
     def scale(self, name: str, replicas: int) -> None:
         pool = self.pools[name]
         pool.manual = replicas
+        pool.manual_pending = True
         self.wake.set()
 
     # --- autoscaling ---------------------------------------------------------

@@ -68,13 +68,16 @@ class Load:
     idle_seconds: float    # since the last request ended or began
     low_seconds: float     # how long demand has needed fewer replicas than we have
     floor: int | None = None  # a manual scale request, kept as the lower bound
+    peak_demand: int | None = None  # highest demand over the down window (None: use demand)
+    immediate: bool = False   # a manual scale just arrived: apply it without waiting for the window
 
 
 def decide(policy: Policy, load: Load) -> int:
-    """Replicas wanted next: up at once, down only after the window, to zero only when idle.
+    """Replicas wanted next: up at once, down only after the window (to what the window's peak
+    demand needs), to zero only when idle.
 
-    A manual scale (`floor`) holds until the next manual scale, and keeps the
-    function from idling to zero meanwhile.
+    A manual scale (`floor`) applies at once and holds until the next manual
+    scale, keeping the function from idling to zero meanwhile.
     """
     floor = policy.min if load.floor is None else min(load.floor, policy.max)
     lazy = policy.zero and load.floor is None
@@ -84,4 +87,10 @@ def decide(policy: Policy, load: Load) -> int:
     wanted = min(policy.max, max(needed, floor, 1 if load.demand else 0))
     if wanted >= load.replicas:
         return wanted
-    return wanted if load.low_seconds >= policy.down_window else load.replicas
+    if load.immediate:
+        return wanted  # OpenFaaS applies scale-function at once
+    if load.low_seconds < policy.down_window:
+        return load.replicas
+    # size for the busiest moment of the window, not this instant, so a dip does not undershoot
+    peak = load.demand if load.peak_demand is None else max(load.peak_demand, load.demand)
+    return min(load.replicas, max(wanted, math.ceil(peak / policy.target)))

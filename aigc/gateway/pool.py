@@ -10,6 +10,7 @@ what `policy.decide` wants.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import socket
@@ -74,6 +75,9 @@ class FunctionPool:
         self.ready_timeout = ready_timeout
         self.replicas: list[Replica] = []
         self.manual: int | None = None
+        self.manual_pending = False
+        self._demand_history: collections.deque[tuple[float, int]] = collections.deque()
+        self._stopping: set[asyncio.Task] = set()
         self.waiting = 0
         self.invocations = 0
         self.last_activity = time.monotonic()
@@ -154,6 +158,10 @@ class FunctionPool:
         now = time.monotonic()
         current = len(self.active)
         demand = self.demand()
+        history = self._demand_history
+        history.append((now, demand))
+        while history and history[0][0] < now - self.deployment.policy.down_window:
+            history.popleft()
         needed = math.ceil(demand / self.deployment.policy.target)
         if needed >= current:
             self.low_since = None
@@ -161,11 +169,13 @@ class FunctionPool:
             self.low_since = now
         wanted = decide(self.deployment.policy, Load(
             replicas=current, demand=demand, idle_seconds=0 if demand else now - self.last_activity,
-            low_seconds=now - self.low_since if self.low_since else 0, floor=self.manual))
+            low_seconds=now - self.low_since if self.low_since else 0, floor=self.manual,
+            peak_demand=max(d for _, d in history), immediate=self.manual_pending))
+        self.manual_pending = False
         for _ in range(wanted - current):
             self._start_replica()
         if wanted < current:
-            await self._stop_idle(current - wanted)
+            self._stop_idle(current - wanted)
         await self._notify()
 
     def _start_replica(self) -> None:
@@ -206,17 +216,20 @@ class FunctionPool:
             await asyncio.to_thread(replica.instance.stop, 2)
             await self._notify()
 
-    async def _stop_idle(self, count: int) -> None:
-        # newest first, never one that is serving a request
+    def _stop_idle(self, count: int) -> None:
+        # newest first, never one that is serving a request; the stop (SIGTERM, then wait for a
+        # graceful exit) runs in the background so it never holds up scaling of other functions
         victims = [r for r in reversed(self.active) if r.inflight == 0][:count]
         for r in victims:
             r.state = "stopping"
             self.replicas.remove(r)
-        await asyncio.gather(*(asyncio.to_thread(r.instance.stop) for r in victims))
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(r.instance.stop))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     async def stop_all(self) -> None:
         victims = list(self.replicas)
         self.replicas.clear()
         for r in victims:
             r.state = "stopping"
-        await asyncio.gather(*(asyncio.to_thread(r.instance.stop) for r in victims))
+        await asyncio.gather(*(asyncio.to_thread(r.instance.stop) for r in victims), *self._stopping)

@@ -1,0 +1,188 @@
+"""aigc tune: the stack.yml line editor, the search, the max_inflight rule, and a real tuning run."""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+
+import pytest
+import yaml
+
+from aigc import cli, knative, stack
+from aigc.bench import tune
+from aigc.bench.stackedit import set_label
+
+from conftest import REPO
+from gateway_helpers import ECHO
+
+TARGET = "com.openfaas.scale.target"
+
+STACK = """\
+version: 1.0
+provider:
+  name: openfaas   # comment stays
+functions:
+  # the first function
+  a:
+    lang: aigc-onnx
+    handler: ./a
+    image: localhost/a:1
+    labels:
+      com.openfaas.scale.min: "1"     # keep this comment
+      "com.openfaas.scale.target": '4'  # and this one
+      com.openfaas.scale.zero: true
+
+  b:
+    lang: aigc-onnx
+    handler: ./b
+    image: localhost/b:1
+    environment:
+        deep: "indent"
+"""
+
+
+def changed_lines(old: str, new: str) -> list[str]:
+    return [l for l in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
+            if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+
+
+def test_replacing_a_label_changes_only_its_value():
+    new = set_label(STACK, "a", TARGET, "7")
+    assert changed_lines(STACK, new) == ["-      \"com.openfaas.scale.target\": '4'  # and this one",
+                                         "+      \"com.openfaas.scale.target\": '7'  # and this one"]
+    assert yaml.safe_load(new)["functions"]["a"]["labels"][TARGET] == "7"
+    assert set_label(new, "a", TARGET, "7") == new
+
+
+def test_a_missing_label_is_added_after_the_others():
+    new = set_label(STACK, "a", "com.openfaas.scale.max", "3")
+    assert changed_lines(STACK, new) == ['+      com.openfaas.scale.max: "3"']
+    lines = new.splitlines()
+    assert lines.index('      com.openfaas.scale.max: "3"') == lines.index("      com.openfaas.scale.zero: true") + 1
+
+
+def test_a_missing_labels_block_is_added_at_the_functions_indent():
+    new = set_label(STACK, "b", TARGET, "2")
+    assert changed_lines(STACK, new) == ["+    labels:", f'+      {TARGET}: "2"']
+    doc = yaml.safe_load(new)
+    assert doc["functions"]["b"]["labels"] == {TARGET: "2"} and doc["functions"]["b"]["environment"] == {"deep": "indent"}
+
+
+def test_the_repo_stack_edits_to_one_line():
+    text = (REPO / "stack.yml").read_text()
+    for name in yaml.safe_load(text)["functions"]:
+        new = set_label(text, name, TARGET, "3")
+        assert len(changed_lines(text, new)) == 2, name
+        assert yaml.safe_load(new)["functions"][name]["labels"][TARGET] == "3"
+
+
+@pytest.mark.parametrize("text, error", [
+    (STACK.replace('      com.openfaas.scale.min: "1"     # keep this comment\n', "")
+          .replace("    labels:\n", "    labels: {x: y}\n").replace('      "com.openfaas.scale.target": \'4\'  # and this one\n', "")
+          .replace("      com.openfaas.scale.zero: true\n", ""), ValueError),
+    (STACK.replace("'4'  # and this one", "|\n        4"), ValueError),
+    (STACK.replace("    lang: aigc-onnx\n    handler: ./a", "\tlang: aigc-onnx\n    handler: ./a"), ValueError),
+])
+def test_what_cannot_be_edited_by_lines_is_refused(text, error):
+    with pytest.raises(error):
+        set_label(text, "a", TARGET, "5")
+
+
+def test_unknown_function_is_a_key_error():
+    with pytest.raises(KeyError):
+        set_label(STACK, "nope", TARGET, "1")
+
+
+@pytest.mark.parametrize("capacity", [0, 1, 2, 3, 4, 5, 7, 8, 9, 13, 31, 32, 40])
+@pytest.mark.parametrize("limit", [1, 6, 8, 32])
+def test_search_finds_the_highest_level_meeting_the_slo(capacity, limit):
+    # p95 grows with the level; levels up to `capacity` meet a 100 ms SLO
+    measured = []
+
+    def measure(level):
+        measured.append(level)
+        return {"n": 50, "p95": 50.0 if level <= capacity else 150.0, "failures": 0}
+
+    best, trials = tune.search(measure, 100.0, limit)
+    assert best == min(capacity, limit)
+    assert all(1 <= level <= limit for level in measured) and len(set(measured)) == len(measured)
+    assert len(measured) <= 2 * limit.bit_length() + 1
+
+
+def test_failures_and_empty_levels_miss_the_slo():
+    best, _ = tune.search(lambda level: {"n": 10, "p95": 1.0, "failures": int(level >= 4)}, 100.0, 16)
+    assert best == 3
+    assert tune.search(lambda level: {"n": 0, "p95": None, "failures": 0}, 100.0, 8)[0] == 0
+
+
+def test_target_never_exceeds_max_inflight():
+    assert tune.choose_target(12, 8) == 8
+    assert tune.choose_target(3, 8) == 3
+    assert tune.choose_target(12, 0) == 12  # unset: no cap
+
+
+def test_write_edits_stack_and_regenerates_knative(tmp_path, monkeypatch):
+    for var in ("REGISTRY", "OPENFAAS_URL"):  # the committed manifests use the defaults
+        monkeypatch.delenv(var, raising=False)
+    shutil.copy(REPO / "stack.yml", tmp_path / "stack.yml")
+    shutil.copytree(REPO / "knative", tmp_path / "knative")
+    (tmp_path / "functions").symlink_to(REPO / "functions")
+    before = {p.name: p.read_text() for p in (tmp_path / "knative").glob("*.yaml")}
+    changed = tune.write(tmp_path / "stack.yml", tmp_path / "knative", "image-classify", 2)
+    assert sorted(p.name for p in changed) == ["image-classify.yaml", "stack.yml"]
+    after = {p.name: p.read_text() for p in (tmp_path / "knative").glob("*.yaml")}
+    assert changed_lines(before["image-classify.yaml"], after["image-classify.yaml"]) == [
+        "-        autoscaling.knative.dev/target: '4'", "+        autoscaling.knative.dev/target: '2'"]
+    assert all(after[n] == before[n] for n in before if n != "image-classify.yaml")
+    fn = stack.load(tmp_path / "stack.yml").functions["image-classify"]
+    assert fn.labels[TARGET] == "2" and knative.check(knative.service(fn)) == []
+    assert cli.main(["knative", "generate", "-f", str(tmp_path / "stack.yml"), "--out", str(tmp_path / "knative"),
+                     "--check"]) == 0
+
+
+ECHO_STACK = f"""\
+version: 1.0
+provider:
+  name: openfaas
+  gateway: http://127.0.0.1:8080
+functions:
+  # capacity = gunicorn threads: four 0.2 s requests at a time
+  echo:
+    lang: aigc-onnx
+    handler: {ECHO}
+    image: localhost/echo:test
+    environment:
+      AIGC_THREADS: "4"
+    labels:
+      com.openfaas.scale.max: "3"
+      com.openfaas.scale.target: "50"   # OpenFaaS's default; tuned below
+"""
+
+
+@pytest.mark.slow
+def test_tune_measures_one_instance_and_writes_the_target(tmp_path):
+    path = tmp_path / "stack.yml"
+    path.write_text(ECHO_STACK)
+    # a 0.2 s request: 4 threads keep p95 ~ 200 ms up to 4 in flight; a fifth waits for a thread (~400 ms)
+    rc = cli.main(["tune", "echo", "-f", str(path), "--slo-p95", "300", "--step-seconds", "3",
+                   "--out", str(tmp_path / "out"), "--", "--request-path", "/?sleep=0.2"])
+    assert rc == 0
+    result = yaml.safe_load((tmp_path / "out" / "tune.json").read_text())
+    assert result["best"] == 4 and result["target"] == 4, result["trials"]
+    assert all(t["replicas_max"] == 1 for t in result["trials"])
+    assert changed_lines(ECHO_STACK, path.read_text()) == [
+        '-      com.openfaas.scale.target: "50"   # OpenFaaS\'s default; tuned below',
+        '+      com.openfaas.scale.target: "4"   # OpenFaaS\'s default; tuned below']
+    manifest = yaml.safe_load((tmp_path / "knative" / "echo.yaml").read_text())
+    assert manifest["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/target"] == "4"
+
+
+@pytest.mark.slow
+def test_tune_stays_within_max_inflight(tmp_path):
+    path = tmp_path / "stack.yml"
+    path.write_text(ECHO_STACK.replace('AIGC_THREADS: "4"', 'AIGC_THREADS: "4"\n      max_inflight: "2"'))
+    rc = cli.main(["tune", "echo", "-f", str(path), "--slo-p95", "300", "--step-seconds", "2",
+                   "--out", str(tmp_path / "out"), "--dry-run", "--", "--request-path", "/?sleep=0.2"])
+    result = yaml.safe_load((tmp_path / "out" / "tune.json").read_text())
+    assert rc == 0 and [t["level"] for t in result["trials"]] == [1, 2] and result["target"] == 2
+    assert "max_inflight" in path.read_text() and 'target: "50"' in path.read_text()  # --dry-run wrote nothing
