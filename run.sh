@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point on a fresh Debian machine:
-#   bash run.sh up     set everything up, then start the local gateway with stack.yml (Ctrl-C stops)
+#   bash run.sh up     set everything up, then start the local gateway with stack.yml on :8080
+#                      and the web UI on :8000 (Ctrl-C stops both)
 #   bash run.sh test   set everything up, then run the tests
 #   bash run.sh bench  set everything up, then run the cold-start benchmark
 # Setup is idempotent: Debian packages only if missing, the venv only when
@@ -16,6 +17,8 @@ install_debian_packages() {
   local missing=()
   command -v "$PYTHON" >/dev/null || missing+=(python3.11)
   "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3.11-venv)
+  # the UI's browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline)
+  [ "${1:-}" = test ] && [ ! -x /usr/bin/chromium ] && missing+=(chromium)
   [ ${#missing[@]} -eq 0 ] && return
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
   $sudo apt-get update -q && $sudo apt-get install -y -q "${missing[@]}"
@@ -33,7 +36,7 @@ install_python_packages() {
 }
 
 setup() {
-  install_debian_packages
+  install_debian_packages "${1:-}"
   install_python_packages
   $VENV/bin/python wasm/build.py
   $VENV/bin/aigc models build --all
@@ -42,8 +45,12 @@ setup() {
 cmd=${1:-up}
 shift || true
 case "$cmd" in
-  up)    setup; exec $VENV/bin/aigc up "$@" ;;
-  test)  setup; exec $VENV/bin/python -m pytest "$@" ;;
+  up)    setup
+         $VENV/bin/aigc ui --gateway http://127.0.0.1:8080 &
+         ui_pid=$!
+         trap 'kill $ui_pid 2>/dev/null' EXIT
+         $VENV/bin/aigc up "$@" ;;
+  test)  setup test; exec $VENV/bin/python -m pytest "$@" ;;
   bench) setup; $VENV/bin/python bench/coldstart.py "$@"; exec $VENV/bin/python bench/gateway.py ;;
   setup) setup ;;
   *) echo "usage: bash run.sh {up|test|bench|setup} [args…]" >&2; exit 2 ;;

@@ -215,6 +215,9 @@ def parser() -> argparse.ArgumentParser:
     tu.add_argument("--dry-run", action="store_true", help="measure and print; change no file")
     tu.set_defaults(func=_tune)
 
+    w = sub.add_parser("ui", help="the web UI for a gateway (aigc ui --help)", add_help=False)
+    w.add_argument("rest", nargs=argparse.REMAINDER, help="--host, --port (8000), --gateway URL")
+
     t = sub.add_parser("templates", help="template maintenance").add_subparsers(dest="action", required=True)
     s = t.add_parser("sync", help="copy aigc/runtime into every template")
     s.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
@@ -224,6 +227,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ui"]:  # the UI has its own argument parser; argparse cannot forward leading options
+        from ui.app import main as ui_main
+
+        return ui_main(argv[1:])
     passthrough = []
     if argv[:1] in (["bench"], ["tune"]) and "--" in argv:  # the rest is for locust
         cut = argv.index("--")

@@ -1,0 +1,70 @@
+"""Login and logout, and the read-only pages: models, adapters and fine-tuning jobs."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
+
+from . import catalog, security
+from .gateway import Gateway, GatewayError, GatewayUnauthorized
+
+auth = Blueprint("auth", __name__)
+store = Blueprint("store", __name__)
+
+
+def config():
+    return current_app.config["AIGC"]
+
+
+@auth.route("/login", methods=["GET", "POST"])
+def login():
+    c = config()
+    if request.method == "GET":
+        return render_template("login.html", gateway=c.gateway, next=request.args.get("next", ""))
+    user, password = request.form.get("user", "").strip(), request.form.get("password", "")
+    if not user or not password:
+        flash("Enter the gateway's user and password.", "error")
+        return render_template("login.html", gateway=c.gateway, next=request.form.get("next", ""), user=user), 400
+    try:
+        # /system/info needs basic auth on OpenFaaS and on `aigc up`: a cheap way to check the pair
+        Gateway(c.gateway, (user, password), c.timeout).info()
+    except GatewayUnauthorized:
+        flash(f"The gateway at {c.gateway} refused that user and password.", "error")
+        return render_template("login.html", gateway=c.gateway, next=request.form.get("next", ""), user=user), 401
+    except GatewayError as exc:
+        flash(f"The gateway at {c.gateway} answered {exc.status}: {exc.message}", "error")
+        return render_template("login.html", gateway=c.gateway, next=request.form.get("next", ""), user=user), 502
+    security.log_in(user, password)
+    return redirect(security.safe_next(request.form.get("next")))
+
+
+@auth.post("/logout")
+def logout():
+    security.log_out()
+    flash("Logged out.", "ok")
+    return redirect(url_for("auth.login"))
+
+
+@store.get("/models")
+def models():
+    cards = catalog.models(config().model_store)
+    return render_template("models.html", cards=cards, root=config().model_store)
+
+
+@store.get("/models/<name>")
+def model(name):
+    return render_template("model.html", card=catalog.model_card(config().model_store, name))
+
+
+@store.get("/jobs")
+def jobs():
+    return render_template("jobs.html", runs=catalog.jobs(config().jobs_dir), root=config().jobs_dir)
+
+
+@store.get("/jobs/<run_id>")
+def job(run_id):
+    return render_template("job.html", run=catalog.job(config().jobs_dir, run_id))
+
+
+@store.get("/api/jobs/<run_id>")
+def api_job(run_id):
+    return jsonify(catalog.job(config().jobs_dir, run_id))

@@ -1,0 +1,148 @@
+"""Functions: the list, one function's page, scaling, labels, deploy and remove."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, url_for
+
+from . import catalog, metrics
+from .gateway import Gateway, GatewayError, check_name
+
+bp = Blueprint("functions", __name__)
+MIN_LABEL, MAX_LABEL = "com.openfaas.scale.min", "com.openfaas.scale.max"
+MAX_REPLICAS = 100  # a typo like 1000 would start a thousand processes on the local gateway
+
+
+def config():
+    return current_app.config["AIGC"]
+
+
+def gateway() -> Gateway:
+    c = config()
+    return Gateway(c.gateway, (g.login.user, g.login.password), c.timeout, c.invoke_timeout)
+
+
+def _rows(gw: Gateway, only: str | None = None) -> tuple[list[dict], str | None]:
+    statuses = [gw.function(only)] if only else gw.functions()
+    note = None
+    try:
+        scraped = metrics.parse(gw.metrics_text())
+    except (GatewayError, ValueError) as exc:
+        scraped, note = {}, f"gateway metrics unavailable ({exc}); latency and cold starts are not shown"
+    c = config()
+    stack, _ = catalog.stack_entries(c.stack_file)
+    langs = {fn.image: fn.lang for fn in stack.values()}
+    previous = g.login.previous_buckets
+    rows = []
+    for status in sorted(statuses, key=lambda s: s.get("name", "")):
+        name = status.get("name", "")
+        m = scraped.get(name)
+        summary = metrics.summary(m, previous.get(name))
+        if m is not None:
+            previous[name] = dict(m.buckets)
+        env = status.get("envVars") or {}
+        labels = status.get("labels") or {}
+        image = status.get("image", "")
+        model = env.get("MODEL_NAME")
+        rows.append(dict(summary, name=name, image=image,
+                         engine=_engine(langs.get(image), env.get("AIGC_ENGINE"), image),
+                         model=model, kind=catalog.KINDS.get(catalog.model_task(c.model_store, model), "raw"),
+                         replicas=status.get("replicas", 0), available=status.get("availableReplicas", 0),
+                         invocations=int(status.get("invocationCount") or summary["invocations"]),
+                         min=labels.get(MIN_LABEL, ""), max=labels.get(MAX_LABEL, ""),
+                         labels=labels, env=env, annotations=status.get("annotations") or {},
+                         created=status.get("createdAt", "")))
+    return rows, note
+
+
+def _engine(lang: str | None, engine: str | None, image: str) -> str:
+    """The stack entry's template (matched by image, as the local gateway resolves images), plus the
+    engine a template was told to use (AIGC_ENGINE) when it serves several; the image name otherwise."""
+    base = lang or image.rsplit("/", 1)[-1].split(":", 1)[0]
+    return f"{base} · {engine}" if engine and engine not in base else base
+
+
+@bp.get("/")
+def index():
+    rows, note = _rows(gateway())
+    return render_template("functions.html", rows=rows, note=note)
+
+
+@bp.get("/api/functions")
+def api_functions():
+    rows, note = _rows(gateway())
+    return jsonify({"time": time.time(), "functions": rows, "note": note})
+
+
+@bp.get("/functions/<name>")
+def detail(name):
+    rows, note = _rows(gateway(), only=check_name(name))
+    fn = rows[0]
+    served = catalog.served_models(config().model_store, fn["model"]) if fn["kind"] == "chat" and fn["model"] else []
+    return render_template("function.html", fn=fn, note=note, served=served, max_replicas=MAX_REPLICAS)
+
+
+@bp.get("/api/functions/<name>")
+def api_function(name):
+    rows, note = _rows(gateway(), only=check_name(name))
+    return jsonify({"time": time.time(), "function": rows[0], "note": note})
+
+
+def _int_field(key: str, low: int, high: int) -> int:
+    raw = request.form.get(key, "").strip()
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise GatewayError(400, f"{key} must be a whole number from {low} to {high}, got {raw!r}")
+    return int(raw)
+
+
+@bp.post("/functions/<name>/scale")
+def scale(name):
+    replicas = _int_field("replicas", 0, MAX_REPLICAS)
+    gateway().scale(check_name(name), replicas)
+    flash(f"Asked the gateway for {replicas} replica(s) of {name}.", "ok")
+    return redirect(url_for(".detail", name=name))
+
+
+@bp.post("/functions/<name>/limits")
+def limits(name):
+    low, high = _int_field("min", 0, MAX_REPLICAS), _int_field("max", 1, MAX_REPLICAS)
+    if low > high:
+        raise GatewayError(400, f"min ({low}) must not exceed max ({high})")
+    gw = gateway()
+    current = gw.function(check_name(name))
+    # PUT replaces the whole deployment, so send back everything it has now with only the labels changed
+    body = {"service": name, "image": current.get("image", ""), "envVars": current.get("envVars") or {},
+            "labels": dict(current.get("labels") or {}, **{MIN_LABEL: str(low), MAX_LABEL: str(high)}),
+            "annotations": current.get("annotations") or {}, "secrets": current.get("secrets") or []}
+    for key in ("limits", "requests", "envProcess", "constraints"):
+        if current.get(key):
+            body[key] = current[key]
+    gw.deploy(body, update=True)
+    flash(f"{name}: scaling labels set to min {low}, max {high} (the gateway redeploys it).", "ok")
+    return redirect(url_for(".detail", name=name))
+
+
+@bp.post("/functions/<name>/remove")
+def remove(name):
+    gateway().remove(check_name(name))
+    flash(f"Removed {name}.", "ok")
+    return redirect(url_for(".index"))
+
+
+@bp.get("/deploy")
+def deploy_page():
+    entries, problem = catalog.stack_entries(config().stack_file)
+    deployed = {f.get("name") for f in gateway().functions()}
+    return render_template("deploy.html", entries=[(fn, catalog.deployment(fn)) for fn in entries.values()],
+                           deployed=deployed, problem=problem, stack_file=config().stack_file)
+
+
+@bp.post("/deploy/<name>")
+def deploy(name):
+    entries, problem = catalog.stack_entries(config().stack_file)
+    if name not in entries:
+        raise GatewayError(404, problem or f"{name!r} is not in {config().stack_file}")
+    gateway().deploy(catalog.deployment(entries[name]))
+    flash(f"Deployed {name} from {config().stack_file.name}.", "ok")
+    return redirect(url_for(".detail", name=name))
