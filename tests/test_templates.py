@@ -57,3 +57,12 @@ def test_template_pins_its_requirements(template):
     lines = [l.strip() for l in (template / "requirements.txt").read_text().splitlines()
              if l.strip() and not l.startswith("#")]
     assert lines and all("==" in l for l in lines)
+
+
+def test_every_stack_build_arg_is_declared_by_its_template():
+    # faas-cli passes stack.yml build_args as --build-arg; one the Dockerfile does not declare is silently ignored
+    doc = yaml.safe_load((REPO / "stack.yml").read_text())
+    for name, fn in doc["functions"].items():
+        dockerfile = (REPO / "template" / fn["lang"] / "Dockerfile").read_text()
+        declared = set(re.findall(r"^ARG (\w+)", dockerfile, re.M))
+        assert set(fn.get("build_args") or {}) <= declared, name

@@ -1,0 +1,99 @@
+"""LoRA adapters in the model store, served as extra models of their base.
+
+An adapter is an ordinary store entry named `<base>--<adapter>`:
+
+    $AIGC_MODEL_STORE/smollm2-135m--coq/manifest.json      task "lora-adapter", base "smollm2-135m"
+    $AIGC_MODEL_STORE/smollm2-135m--coq/adapter_config.json         (peft format)
+    $AIGC_MODEL_STORE/smollm2-135m--coq/adapter_model.safetensors
+
+and is served as model `smollm2-135m:coq`. Being a plain entry, it gets the
+store's sha256 manifest, `aigc models list/verify`, and the atomic
+write-then-rename, with no second layout to maintain. `write_adapter()` is
+what a trainer (issue 9) calls to publish one; a running instance sees it on
+the next request, since the store is listed per request (a directory read).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import errors, store
+
+SEPARATOR = "--"  # in store entry names; `:` (the served form) is not portable in file names
+TASK = "lora-adapter"
+FILES = ("adapter_config.json", "adapter_model.safetensors")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name) or SEPARATOR in name:
+        raise errors.InvalidInput(f"adapter name {name!r} must be 1-63 of a-z, 0-9, '_', '.', '-' "
+                                  f"(starting with a letter or digit, no {SEPARATOR!r})")
+    return name
+
+
+def entry_name(base: str, adapter: str) -> str:
+    return f"{base}{SEPARATOR}{adapter}"
+
+
+def served_name(base: str, adapter: str) -> str:
+    return f"{base}:{adapter}"
+
+
+def split_served(name: str) -> tuple[str, str | None]:
+    """`base:adapter` -> (base, adapter); a plain base name -> (base, None)."""
+    base, sep, adapter = name.partition(":")
+    return base, (adapter if sep else None)
+
+
+def list_adapters(base: str, root: Path | None = None) -> list[str]:
+    """Names of the adapters of `base` in the store (complete entries only: the manifest comes last)."""
+    root = Path(root) if root else store.store_root()
+    prefix = base + SEPARATOR
+    if not root.is_dir():
+        return []
+    return sorted(p.name[len(prefix):] for p in root.iterdir()
+                  if p.name.startswith(prefix) and (p / store.MANIFEST).is_file())
+
+
+def open_adapter(base: str, adapter: str, root: Path | None = None) -> store.StoredModel:
+    name = entry_name(base, adapter)
+    try:
+        stored = store.open_model(name, root)
+    except errors.ModelNotFound:
+        raise errors.ModelNotFound(f"model {served_name(base, adapter)!r} does not exist: no adapter {adapter!r} "
+                                   f"for {base!r} in the store") from None
+    if stored.manifest.get("task") != TASK or stored.manifest.get("base") != base:
+        raise errors.ServerError(f"store entry {name!r} is not a LoRA adapter of {base!r} (see its manifest)")
+    for rel in FILES:
+        stored.file(rel)  # raises if the manifest lacks it
+    return stored
+
+
+def write_adapter(files_dir: Path, base: str, adapter: str, root: Path | None = None,
+                  extra: dict[str, Any] | None = None) -> store.StoredModel:
+    """Publish a peft adapter (a `save_pretrained` directory) as a store entry, atomically.
+
+    `extra` goes into the manifest (training data, steps, loss…); a previous
+    adapter of the same name is replaced.
+    """
+    check_name(adapter)
+    root = Path(root) if root else store.store_root()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / entry_name(base, adapter)
+    work = Path(tempfile.mkdtemp(prefix=f".adapter-{adapter}-", dir=root))
+    try:
+        for rel in FILES:
+            shutil.copyfile(Path(files_dir) / rel, work / rel)
+        store.write_manifest(work, dict(extra or {}, name=target.name, task=TASK, format="peft", base=base,
+                                        adapter=adapter))
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return store.open_model(target.name, root)

@@ -1,0 +1,218 @@
+"""The Flask app every template serves: health, metrics, OIP and the handler.
+
+Request flow: a route checks the body size, takes an in-flight slot, waits
+(within exec_timeout) for the models to finish loading, then runs the work on
+the gate's pool. Any AigcError becomes `{"error": …}` with its status.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import time
+from types import ModuleType
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .. import __version__
+from . import errors, metrics, oip
+from .config import Settings
+from .handler import Context, Event, to_response
+from .limits import Gate
+from .model import Model
+
+log = logging.getLogger("aigc.runtime")
+_DRAIN_LIMIT = 256 << 20  # read and drop oversized bodies up to this, so the client sees our 413
+
+
+def _models_of(module: ModuleType) -> dict[str, Model]:
+    found: list[Model] = []
+    if isinstance(getattr(module, "model", None), Model):
+        found.append(module.model)
+    extra = getattr(module, "models", None) or []
+    found.extend(extra.values() if isinstance(extra, dict) else extra)
+    return {m.name: m for m in found}
+
+
+class Runtime:
+    """What one instance serves: the handler module, its models and its limits."""
+
+    def __init__(self, module: ModuleType, settings: Settings):
+        self.module = module
+        self.settings = settings
+        self.models = _models_of(module)
+        self.handle = getattr(module, "handle", None)
+        self.context = Context(models=self.models)
+        self.gate = Gate(settings.max_inflight, settings.exec_timeout,
+                         pool_size=max(settings.threads, settings.max_inflight or 0, 1))
+        self.name = os.environ.get("AIGC_FUNCTION_NAME") or next(iter(self.models), "function")
+
+    def start_loading(self) -> None:
+        for m in self.models.values():
+            m.start_loading()
+
+    def wait_models(self, seconds_left: float) -> None:
+        for m in self.models.values():
+            m.wait_ready(seconds_left)
+
+    def model(self, name: str, version: str | None) -> Model:
+        m = self.models.get(name)
+        if m is None:
+            raise errors.ModelNotFound(f"unknown model {name!r}; this function serves {sorted(self.models)}")
+        if version is not None and version != m.version:
+            raise errors.ModelNotFound(f"model {name!r} has no version {version!r}")
+        return m
+
+    def ready(self) -> bool:
+        return all(m.ready for m in self.models.values())
+
+
+def _error(status: int, message: str) -> Response:
+    resp = jsonify(error=message)
+    resp.status_code = status
+    return resp
+
+
+def _drain_body() -> None:
+    length = request.content_length or 0
+    if length > _DRAIN_LIMIT:
+        return
+    stream = request.environ.get("wsgi.input")
+    while stream is not None and length > 0:
+        chunk = stream.read(min(length, 1 << 20))
+        if not chunk:
+            break
+        length -= len(chunk)
+
+
+def _request_json() -> Any:
+    data = request.get_data(cache=False)
+    if not data:
+        raise errors.InvalidInput("request body is empty; send a JSON object")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise errors.InvalidInput(f"malformed JSON: {exc}") from None
+
+
+def create_app(handler_module: str | ModuleType | None = None, settings: Settings | None = None,
+               load: bool = False) -> Flask:
+    settings = settings or Settings.from_env()
+    module = handler_module
+    if module is None or isinstance(module, str):
+        module = importlib.import_module(module or os.environ.get("AIGC_HANDLER_MODULE", "function.handler"))
+    runtime = Runtime(module, settings)
+
+    app = Flask("aigc-function")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["aigc"] = runtime
+
+    @app.before_request
+    def _start_clock():
+        g.started = time.perf_counter()
+        if request.content_length and request.content_length > settings.max_body_bytes:
+            raise RequestEntityTooLarge()
+
+    @app.after_request
+    def _record(resp: Response):
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.observe(rule, request.method, resp.status_code, time.perf_counter() - g.get("started", time.perf_counter()))
+        return resp
+
+    @app.errorhandler(errors.AigcError)
+    def _aigc_error(exc: errors.AigcError):
+        return _error(exc.status, exc.message)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_exc):
+        _drain_body()
+        return _error(413, f"request body is larger than the {settings.max_body_bytes} bytes this function "
+                           "accepts (AIGC_MAX_BODY_SIZE)")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        return _error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    # --- instance health (of-watchdog paths) ------------------------------
+    @app.get("/_/health")
+    def health():
+        failed = [f"{m.name}: {m.load_error}" for m in runtime.models.values() if m.failed]
+        if failed:
+            return _error(503, "model failed to load: " + "; ".join(failed))
+        return jsonify(status="ok")
+
+    @app.get("/_/ready")
+    def ready():
+        if runtime.gate.full():
+            return _error(429, "at max_inflight")
+        if not runtime.ready():
+            return _error(503, "model is loading")
+        return jsonify(status="ready")
+
+    @app.get("/metrics")
+    def prometheus():
+        for m in runtime.models.values():
+            metrics.MODEL_READY.labels(m.name).set(1 if m.ready else 0)
+            if m.load_seconds is not None:
+                metrics.MODEL_LOAD.labels(m.name).set(m.load_seconds)
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    # --- Open Inference Protocol v2 ----------------------------------------
+    @app.get("/v2")
+    def server_metadata():
+        return jsonify(name=runtime.name, version=__version__, extensions=[])
+
+    @app.get("/v2/health/live")
+    def live():
+        return jsonify(live=True)
+
+    @app.get("/v2/health/ready")
+    def server_ready():
+        if not runtime.ready():
+            return _error(503, "model is loading")
+        return jsonify(ready=True)
+
+    @app.get("/v2/models/<name>")
+    @app.get("/v2/models/<name>/versions/<version>")
+    def model_metadata(name: str, version: str | None = None):
+        return jsonify(runtime.model(name, version).metadata())
+
+    @app.get("/v2/models/<name>/ready")
+    @app.get("/v2/models/<name>/versions/<version>/ready")
+    def model_ready(name: str, version: str | None = None):
+        m = runtime.model(name, version)
+        if not m.ready:
+            return _error(503, f"model {name!r} is " + ("unavailable: " + m.load_error if m.failed else "loading"))
+        return jsonify(name=name, ready=True)
+
+    @app.post("/v2/models/<name>/infer")
+    @app.post("/v2/models/<name>/versions/<version>/infer")
+    def model_infer(name: str, version: str | None = None):
+        m = runtime.model(name, version)
+        body = _request_json()
+        return jsonify(runtime.gate.run(lambda: oip.infer(m, body), before=m.wait_ready))
+
+    # --- the function's own handler -----------------------------------------
+    @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def function(path: str):
+        if runtime.handle is None:
+            raise errors.ModelNotFound(f"no route /{path}; this function serves the Open Inference Protocol under /v2")
+        event = Event(body=request.get_data(cache=False), headers=dict(request.headers), method=request.method,
+                      query=request.args.to_dict(), path="/" + path)
+        result = runtime.gate.run(lambda: runtime.handle(event, runtime.context), before=runtime.wait_models)
+        return to_response(result)
+
+    if load:
+        runtime.start_loading()
+    return app

@@ -1,0 +1,61 @@
+"""The handler contract, as small as OpenFaaS python3-http's.
+
+`handle(event, context)` receives the raw request and returns `None`, a dict
+`{"statusCode", "body", "headers"}`, a str/bytes body, or a Flask Response
+(for streaming). Bodies that are dicts or lists are sent as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Response
+
+
+@dataclass
+class Event:
+    body: bytes
+    headers: dict[str, str]
+    method: str
+    query: dict[str, str]
+    path: str
+
+    def json(self) -> Any:
+        """The body parsed as JSON, or InvalidInput naming the parse error."""
+        from . import errors
+
+        if not self.body:
+            raise errors.InvalidInput("request body is empty; send a JSON object")
+        try:
+            return json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise errors.InvalidInput(f"malformed JSON: {exc}") from None
+
+
+@dataclass
+class Context:
+    hostname: str = field(default_factory=lambda: os.getenv("HOSTNAME", "localhost"))
+    models: dict[str, Any] = field(default_factory=dict)
+
+
+def to_response(result: Any) -> Response:
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(b"", status=200)
+    status, headers, body = 200, {}, result
+    if isinstance(result, dict) and ("statusCode" in result or "body" in result):
+        status = int(result.get("statusCode", 200))
+        headers = dict(result.get("headers") or {})
+        body = result.get("body", b"")
+    if isinstance(body, (dict, list)):
+        headers.setdefault("Content-Type", "application/json")
+        body = json.dumps(body)
+    elif isinstance(body, str):
+        headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+    elif not isinstance(body, (bytes, bytearray)):
+        body = str(body)
+    return Response(body, status=status, headers=headers)

@@ -1,0 +1,145 @@
+"""Open Inference Protocol (v2) REST: JSON tensors to numpy and back.
+
+Shapes follow the spec: `data` is row-major, flat or nested; `shape` says how
+to read it. Every check names the tensor and what to change, because an OIP
+client has no other way to learn why a request was refused.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any, Iterable
+
+import numpy as np
+
+from . import errors
+from .model import Model, TensorSpec
+
+NUMPY_TYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
+}
+_DATATYPE_OF = {np.dtype(t).str: name for name, t in NUMPY_TYPES.items() if name != "BYTES"}
+
+
+def datatype_of(array: np.ndarray) -> str:
+    if array.dtype.kind in "OSU":
+        return "BYTES"
+    try:
+        return _DATATYPE_OF[array.dtype.str]
+    except KeyError:
+        raise errors.ServerError(f"output dtype {array.dtype} has no OIP datatype") from None
+
+
+def _shape_matches(spec: tuple[int, ...], shape: list[int]) -> bool:
+    return len(spec) == len(shape) and all(s in (-1, d) for s, d in zip(spec, shape))
+
+
+def _flatten(data: Any) -> list:
+    if not isinstance(data, list):
+        return [data]
+    if data and isinstance(data[0], list):
+        return [x for item in data for x in _flatten(item)]
+    return data
+
+
+def _decode_values(name: str, datatype: str, values: list) -> np.ndarray:
+    if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in values):
+            raise errors.InvalidInput(f"input {name!r}: BYTES data must be strings")
+        out = np.empty(len(values), dtype=object)
+        out[:] = [v.encode("utf-8") for v in values]
+        return out
+    if datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in values):
+            raise errors.InvalidInput(f"input {name!r}: BOOL data must be true/false")
+        return np.asarray(values, dtype=np.bool_)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise errors.InvalidInput(f"input {name!r}: {datatype} data must be numbers")
+    target = np.dtype(NUMPY_TYPES[datatype])
+    if target.kind in "iu":
+        if not all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in values):
+            raise errors.InvalidInput(f"input {name!r}: {datatype} data must be whole numbers")
+        info = np.iinfo(target)
+        if values and (min(values) < info.min or max(values) > info.max):
+            raise errors.InvalidInput(f"input {name!r}: values must lie in [{info.min}, {info.max}] for {datatype}")
+    elif not all(math.isfinite(v) for v in values):
+        raise errors.InvalidInput(f"input {name!r}: {datatype} data must be finite numbers")
+    return np.asarray(values, dtype=target)
+
+
+def decode_inputs(body: Any, specs: Iterable[TensorSpec]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Validate an infer request body against the model's input specs."""
+    if not isinstance(body, dict):
+        raise errors.InvalidInput("infer request must be a JSON object with an 'inputs' list")
+    tensors = body.get("inputs")
+    if not isinstance(tensors, list) or not tensors:
+        raise errors.InvalidInput("infer request needs a non-empty 'inputs' list")
+    by_name = {s.name: s for s in specs}
+    decoded: dict[str, np.ndarray] = {}
+    for t in tensors:
+        if not isinstance(t, dict) or not all(k in t for k in ("name", "shape", "datatype", "data")):
+            raise errors.InvalidInput("each input needs 'name', 'shape', 'datatype' and 'data'")
+        name, shape, datatype = t["name"], t["shape"], t["datatype"]
+        spec = by_name.get(name)
+        if spec is None:
+            raise errors.InvalidInput(f"unknown input {name!r}; this model takes {sorted(by_name)}")
+        if name in decoded:
+            raise errors.InvalidInput(f"input {name!r} appears twice")
+        if datatype != spec.datatype:
+            raise errors.InvalidInput(f"input {name!r} has datatype {datatype!r}; this model expects {spec.datatype}")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+            raise errors.InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
+        if not _shape_matches(spec.shape, shape):
+            raise errors.InvalidInput(f"input {name!r} has shape {shape}; this model expects {list(spec.shape)} (-1 = any size)")
+        values = _flatten(t["data"])
+        if len(values) != math.prod(shape):
+            raise errors.InvalidInput(f"input {name!r}: shape {shape} needs {math.prod(shape)} values, got {len(values)}")
+        decoded[name] = _decode_values(name, datatype, values).reshape(shape)
+    missing = [s.name for s in specs if not s.optional and s.name not in decoded]
+    if missing:
+        raise errors.InvalidInput(f"missing input(s) {missing}")
+    parameters = body.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise errors.InvalidInput("'parameters' must be an object")
+    return decoded, parameters
+
+
+def _requested_outputs(body: dict, specs: tuple[TensorSpec, ...]) -> list[str] | None:
+    requested = body.get("outputs")
+    if requested is None:
+        return None
+    names = {s.name for s in specs}
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
+        raise errors.InvalidInput("'outputs' must be a list of objects with a 'name'")
+    wanted = [o["name"] for o in requested]
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise errors.InvalidInput(f"unknown output(s) {unknown}; this model returns {sorted(names)}")
+    return wanted
+
+
+def encode_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
+    array = np.asarray(array)
+    datatype = datatype_of(array)
+    flat = array.reshape(-1)
+    if datatype == "BYTES":
+        data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
+    else:
+        data = flat.tolist()
+    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+
+
+def infer(model: Model, body: Any) -> dict[str, Any]:
+    """Run one infer request through `model.predict` and shape the response."""
+    inputs, parameters = decode_inputs(body, model.inputs)
+    wanted = _requested_outputs(body, model.outputs)
+    outputs = model.predict(inputs, parameters)
+    names = wanted if wanted is not None else list(outputs)
+    response: dict[str, Any] = {"model_name": model.name, "id": str(body.get("id") or uuid.uuid4()),
+                                "outputs": [encode_tensor(n, outputs[n]) for n in names]}
+    if model.version:
+        response["model_version"] = model.version
+    return response
