@@ -76,9 +76,10 @@ def main() -> int:
         models.build(name)
     st = stack.load(REPO / "stack.yml")
     image, text = coffee_png(), json.dumps(SENTENCES).encode()
-    torch_fn = {name: stack.StackFunction(name=f"{name}-torch", lang="aigc-onnx", image="bench",
-                                          handler=REPO / "bench" / "torch_handlers" / name)
-                for name in ("image-classify", "embed")}
+    # image-classify's own torch engine (AIGC_ENGINE=torch); embed has none, so a bench-only handler
+    torch_fn = {"image-classify": st.functions["image-classify-torch"],
+                "embed": stack.StackFunction(name="embed-torch", lang="aigc-torch", image="bench",
+                                             handler=REPO / "bench" / "torch_handlers" / "embed")}
     cases = [
         ("image-classify (ONNX Runtime)", lambda b, p: time_instance(st.functions["image-classify"], "/", image, b, p)),
         ("image-classify via torch", lambda b, p: time_instance(torch_fn["image-classify"], "/", image, b, p)),

