@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from aigc import runner, stack  # noqa: E402
-from gateway_helpers import GatewayProcess, write_stack  # noqa: E402
+from aigc.bench.gateway import LocalGateway  # noqa: E402
+from gateway_helpers import write_stack  # noqa: E402  (the tiny echo function lives with the tests)
 
 
 def timed_calls(host: str, port: int, path: str, n: int) -> list[float]:
@@ -49,12 +50,12 @@ def pct(values: list[float], q: float) -> float:
 
 def overhead(tmp: Path, total: int) -> None:
     stack_path = write_stack(tmp / "stack.yml", {"echo": {"labels": {"com.openfaas.scale.min": "1"}}})
-    gw = GatewayProcess(stack_path, tmp / "state")
+    gw = LocalGateway(stack_path, tmp / "gateway.log")
     direct = runner.start(stack.load(stack_path).functions["echo"], REPO, 18990, build_dir=tmp / "build",
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         direct.wait_ready(60)
-        gw.wait_for("echo", lambda s: s["availableReplicas"] == 1, 60, "replica ready")
+        gw.client.wait_for("echo", lambda s: s["availableReplicas"] == 1, 60, "replica ready")
         timed_calls("127.0.0.1", 18990, "/", 200)  # warm both paths
         timed_calls("127.0.0.1", gw.port, "/function/echo", 200)
         through, straight, block = [], [], 250
@@ -84,14 +85,13 @@ def cold_starts(tmp: Path, runs: int) -> None:
                         json.dumps({"model": "minilm-l6-int8", "input": ["A cat sits on the mat."]}).encode())}
     import requests
 
-    gw = GatewayProcess(REPO / "stack.yml", tmp / "state-cold")
+    gw = LocalGateway(REPO / "stack.yml", tmp / "gateway-cold.log")
     results: dict[str, list[float]] = {name: [] for name in bodies}
     try:
         for run in range(runs + 1):  # run 0 warms the page cache and is dropped
             for name, (path, body) in bodies.items():
-                requests.post(f"{gw.url}/system/scale-function/{name}", auth=gw.auth,
-                              json={"serviceName": name, "replicas": 0}).raise_for_status()
-                gw.wait_for(name, lambda s: s["replicas"] == 0, 60, "scaled to zero")
+                gw.client.scale(name, 0)
+                gw.client.wait_for(name, lambda s: s["replicas"] == 0, 60, "scaled to zero")
                 started = time.perf_counter()
                 resp = requests.post(gw.url + path, data=body, timeout=120)
                 seconds = time.perf_counter() - started

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import http.server
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import requests
 import yaml
 
-from conftest import REPO, free_port
+from aigc.bench.gateway import LocalGateway
+from conftest import REPO
 
 ECHO = str(REPO / "tests" / "handlers" / "echo")
 
@@ -32,49 +28,18 @@ def write_stack(path: Path, functions: dict[str, dict]) -> Path:
     return path
 
 
-class GatewayProcess:
+class GatewayProcess(LocalGateway):
+    """The local gateway for tests, with its state in `state_dir` so a restart finds its queue."""
+
     def __init__(self, stack: Path, state_dir: Path, port: int | None = None):
-        self.stack, self.state_dir = stack, state_dir
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(state_dir.parent / f"gateway-{self.port}.log", "ab")
-        env = dict(os.environ, AIGC_STATE_DIR=str(state_dir), PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen([sys.executable, "-m", "aigc.cli", "up", "-f", str(stack), "--port",
-                                         str(self.port)], cwd=REPO, env=env, stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.process.poll() is None, f"gateway exited: {(state_dir.parent / self.log.name).read_text()[-2000:]}"
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "gateway did not start"
-            time.sleep(0.05)
-        self.auth = ("admin", (state_dir / "secrets" / "basic-auth-password").read_text().strip())
+        super().__init__(stack, state_dir.parent / "gateway.log", start_timeout=30, state_dir=state_dir, port=port)
+        self.auth = (self.client.user, self.client.password)
 
     def status(self, name: str) -> dict:
-        resp = requests.get(f"{self.url}/system/function/{name}", auth=self.auth, timeout=5)
-        resp.raise_for_status()
-        return resp.json()
+        return self.client.status(name)
 
     def wait_for(self, name: str, predicate, timeout: float, what: str) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status(name)
-            if predicate(status):
-                return status
-            assert time.monotonic() < deadline, f"{name}: {what} not reached in {timeout}s (last: {status})"
-            time.sleep(0.1)
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        return self.client.wait_for(name, predicate, timeout, what)
 
 
 class CallbackServer:

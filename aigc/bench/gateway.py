@@ -74,13 +74,15 @@ def free_port() -> int:
 
 
 class LocalGateway:
-    """`aigc up` on a free loopback port with a throwaway AIGC_STATE_DIR, stopped on exit."""
+    """`aigc up` on a loopback port, stopped on exit. Without `state_dir` it uses a throwaway
+    AIGC_STATE_DIR; with one, the state is kept (a restart finds its queued async calls)."""
 
-    def __init__(self, stack: Path, log_path: Path, start_timeout: float = 60.0):
+    def __init__(self, stack: Path, log_path: Path, start_timeout: float = 60.0,
+                 state_dir: Path | None = None, port: int | None = None):
         self.stack = Path(stack).resolve()
-        self.tmp = tempfile.TemporaryDirectory(prefix="aigc-bench-")
-        self.state_dir = Path(self.tmp.name) / "state"
-        self.port = free_port()
+        self.tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="aigc-bench-")
+        self.state_dir = Path(state_dir) if state_dir else Path(self.tmp.name) / "state"
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         # like faas-cli, `aigc up` takes templates from ./template; the repo has them for stacks kept elsewhere
@@ -113,16 +115,18 @@ class LocalGateway:
                 raise TimeoutError(f"the local gateway did not answer /healthz in {timeout:.0f}s")
             time.sleep(0.1)
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
-        self.tmp.cleanup()
+        if self.tmp:
+            self.tmp.cleanup()
+            self.tmp = None
 
     def __enter__(self) -> "LocalGateway":
         return self
