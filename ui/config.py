@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aigc.runtime.config import default_model_store, parse_duration, parse_size
+from aigc.runtime.config import default_model_store, parse_bool, parse_duration, parse_size, read_env
 
 
 class ConfigError(ValueError):
@@ -63,20 +63,10 @@ class Config:
         env = os.environ if env is None else env
 
         def get(name, parse, default):
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
             try:
-                return parse(raw)
+                return read_env(env, name, parse, default)
             except ValueError as exc:
-                raise ConfigError(f"{name}={raw!r}: {exc}") from None
-
-        def boolean(text):
-            if text.lower() in ("1", "true", "yes"):
-                return True
-            if text.lower() in ("0", "false", "no"):
-                return False
-            raise ValueError("use true or false")
+                raise ConfigError(str(exc)) from None
 
         def positive(parse):
             def inner(text):
@@ -100,7 +90,7 @@ class Config:
             invoke_timeout=get("AIGC_UI_INVOKE_TIMEOUT", positive(parse_duration), cls.invoke_timeout),
             max_upload=get("AIGC_UI_MAX_UPLOAD", positive(parse_size), cls.max_upload),
             session_idle=get("AIGC_UI_SESSION_IDLE", positive(parse_duration), cls.session_idle),
-            secure_cookie=get("AIGC_UI_SECURE_COOKIE", boolean, cls.secure_cookie),
+            secure_cookie=get("AIGC_UI_SECURE_COOKIE", parse_bool, cls.secure_cookie),
         )
         if "gateway" in overrides:
             overrides["gateway"] = check_gateway_url(overrides["gateway"], "--gateway")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..runtime.config import parse_duration
+from ..runtime.config import parse_bool, parse_duration, read_env
 
 PREFIX = "com.openfaas.scale."
 
@@ -32,23 +32,13 @@ class Policy:
     @classmethod
     def from_labels(cls, labels: dict[str, str]) -> "Policy":
         def get(key, parse, default):
-            raw = labels.get(PREFIX + key)
-            if raw is None:
-                return default
             try:
-                return parse(str(raw))
-            except ValueError:
-                raise PolicyError(f"label {PREFIX}{key}={raw!r} is not valid") from None
-
-        def boolean(text: str) -> bool:
-            if text.lower() in ("true", "1"):
-                return True
-            if text.lower() in ("false", "0"):
-                return False
-            raise ValueError(text)
+                return read_env(labels, PREFIX + key, parse, default)
+            except ValueError as exc:
+                raise PolicyError(f"{exc} (a scaling label)") from None
 
         policy = cls(min=get("min", int, cls.min), max=get("max", int, cls.max),
-                     zero=get("zero", boolean, cls.zero),
+                     zero=get("zero", parse_bool, cls.zero),
                      zero_duration=get("zero-duration", parse_duration, cls.zero_duration),
                      target=get("target", float, cls.target),
                      down_window=get("down.window", parse_duration, cls.down_window))

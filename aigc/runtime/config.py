@@ -34,6 +34,25 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}[m.group(2)]
 
 
+def parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError("use true or false")
+
+
+def read_env(env, name: str, parse, default):
+    """`env[name]` parsed, or `default` when unset or empty; a ValueError naming the variable otherwise."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ValueError(f"invalid {name}={raw!r}: {exc}") from None
+
+
 def default_model_store() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "aigc" / "models"
@@ -56,13 +75,7 @@ class Settings:
         env = dict(os.environ if env is None else env)
 
         def get(name: str, parse, default):
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                return parse(raw)
-            except ValueError as exc:
-                raise ValueError(f"invalid {name}={raw!r}: {exc}") from None
+            return read_env(env, name, parse, default)
 
         settings = cls(
             port=get("PORT", int, cls.port),
