@@ -42,6 +42,43 @@ def _models_verify(args) -> int:
     return 1 if bad else 0
 
 
+def _remote():
+    from .runtime import remote
+
+    found = remote.from_env()
+    if found is None:
+        raise ValueError("AIGC_MODEL_REMOTE is not set; set it to s3://bucket/prefix or a directory")
+    return found
+
+
+def _models_push(args) -> int:
+    from .runtime import errors, store
+
+    try:  # ModelNotFound and friends are not ValueErrors; report them like the rest
+        summary = _remote().push(store.open_model(args.name).path)
+    except errors.AigcError as exc:
+        print(f"aigc: {exc}", file=sys.stderr)
+        return 2
+    print(f"pushed {summary['name']} -> {summary['remote']}: uploaded {summary['uploaded']} blob(s) "
+          f"({summary['bytes'] / 1e6:.1f} MB), {summary['skipped']} already there")
+    return 0
+
+
+def _models_pull(args) -> int:
+    from .runtime import errors
+
+    rem = _remote()
+    try:
+        stored = rem.pull(args.name)
+    except errors.AigcError as exc:
+        print(f"aigc: {exc}", file=sys.stderr)
+        return 2
+    s = rem.last_pull
+    print(f"pulled {s['name']} <- {s['remote']} into {stored.path}: downloaded {s['downloaded']} blob(s) "
+          f"({s['bytes'] / 1e6:.1f} MB), {s['cached']} from the cache")
+    return 0
+
+
 def _run(args) -> int:
     from . import runner, stack
 
@@ -161,6 +198,12 @@ def parser() -> argparse.ArgumentParser:
     v = models.add_parser("verify", help="re-hash model files against their manifests")
     v.add_argument("names", nargs="*")
     v.set_defaults(func=_models_verify)
+    ps = models.add_parser("push", help="upload a store entry to $AIGC_MODEL_REMOTE (S3 or a directory)")
+    ps.add_argument("name")
+    ps.set_defaults(func=_models_push)
+    pl = models.add_parser("pull", help="fetch an entry from $AIGC_MODEL_REMOTE into the store, sha256-verified")
+    pl.add_argument("name")
+    pl.set_defaults(func=_models_pull)
 
     r = sub.add_parser("run", help="serve functions from stack.yml as local processes")
     r.add_argument("functions", nargs="*", help="function names or handler folders (default: all)")
