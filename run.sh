@@ -19,6 +19,8 @@ install_debian_packages() {
   "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3.11-venv)
   # the UI's browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline)
   [ "${1:-}" = test ] && [ ! -x /usr/bin/chromium ] && missing+=(chromium)
+  # the fine-tuning tests check proofs with Coq's own checker
+  [ "${1:-}" = test ] && ! command -v coqc >/dev/null && missing+=(coq)
   [ ${#missing[@]} -eq 0 ] && return
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
   $sudo apt-get update -q && $sudo apt-get install -y -q "${missing[@]}"
