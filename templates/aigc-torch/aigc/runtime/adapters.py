@@ -26,6 +26,7 @@ from . import errors, store
 SEPARATOR = "--"  # in store entry names; `:` (the served form) is not portable in file names
 TASK = "lora-adapter"
 FILES = ("adapter_config.json", "adapter_model.safetensors")
+OPTIONAL_FILES = ("README.md",)  # the model card, when the trainer wrote one
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
 
@@ -89,6 +90,9 @@ def write_adapter(files_dir: Path, base: str, adapter: str, root: Path | None = 
     try:
         for rel in FILES:
             shutil.copyfile(Path(files_dir) / rel, work / rel)
+        for rel in OPTIONAL_FILES:
+            if (Path(files_dir) / rel).is_file():
+                shutil.copyfile(Path(files_dir) / rel, work / rel)
         store.write_manifest(work, dict(extra or {}, name=target.name, task=TASK, format="peft", base=base,
                                         adapter=adapter))
         if target.exists():

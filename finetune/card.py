@@ -1,0 +1,69 @@
+"""What a run leaves for people: the adapter's model card and the loss curve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+
+
+def model_card(cfg: RunConfig, metrics: dict[str, Any], evaluation: dict[str, Any] | None = None) -> str:
+    what = "a full fine-tune" if cfg.method == "full" else f"a {cfg.method} adapter (peft)"
+    lines = [
+        "---",
+        f"base_model: {cfg.base}",
+        "library_name: peft" if cfg.method != "full" else "library_name: transformers",
+        "tags: [coq, proofs, aigc-functions]",
+        "---",
+        f"# {cfg.run_id}",
+        "",
+        f"{what} of `{cfg.base}` trained on Coq sources: "
+        + ("the training split of the Debian libcoq-* corpus (`python -m finetune data`; licences per library "
+           "in finetune/DATA_CARD.md)." if cfg.corpus == "debian" else f"the `.v` files under `{cfg.corpus}`."),
+        "",
+        "Intended use: completing Coq proofs and Coq source; it knows nothing the base did not, apart from style.",
+        "",
+        "## Training",
+        "",
+        "```json",
+        json.dumps(cfg.to_dict(), indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Results",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    for key in ("trainable_parameters", "trainable_percent", "train_tokens", "train_seconds",
+                "train_tokens_per_second", "peak_rss_mb", "initial_eval_loss", "eval_loss"):
+        if metrics.get(key) is not None:
+            lines.append(f"| {key} | {metrics[key]} |")
+    for key, value in sorted((evaluation or {}).items()):
+        lines.append(f"| {key} | {value} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def loss_plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; also keeps a Tk import out of worker processes
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="validation loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)

@@ -1,0 +1,143 @@
+"""A fine-tuning run's configuration: one YAML or JSON file per run, validated before anything loads.
+
+Every field has a default except `run_id`; an unknown field, a wrong type or
+an out-of-range value is a ConfigError naming the field, raised before a
+model or a corpus is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+METHODS = ("lora", "dora", "ia3", "prompt", "full")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be trained."""
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("AIGC_FINETUNE_DATA") or Path(__file__).resolve().parent / "data")
+
+
+def default_jobs_dir() -> Path:
+    return Path(os.environ.get("AIGC_JOBS_DIR") or Path.home() / ".local/share/aigc/jobs")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    run_id: str
+    method: str = "lora"
+    base: str = "smollm2-135m"        # a text-generation entry of the model store
+    adapter: str | None = None        # publish as store entry <base>--<adapter> (None: do not publish)
+    corpus: str = "debian"            # "debian" (the split of `python -m finetune data`) or a directory of .v files
+    seed: int = 0
+    steps: int = 300                  # optimiser steps
+    batch_size: int = 4
+    seq_len: int = 512
+    learning_rate: float = 2e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    # peft knobs (ignored by methods that do not use them)
+    lora_r: int = 4
+    lora_alpha: int = 8
+    lora_dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+    num_virtual_tokens: int = 16
+    # bookkeeping
+    log_every: int = 5
+    eval_every: int = 50              # validation loss every N steps (0: only at the end)
+    eval_blocks: int = 16             # validation blocks of seq_len tokens
+    save_every: int = 50              # checkpoint every N steps (0: only at the end)
+    threads: int = 0                  # torch threads (0: torch's default)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, copied to the model card
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        if not _RUN_ID.fullmatch(self.run_id):
+            raise ConfigError(f"run_id {self.run_id!r}: 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit")
+        if self.method not in METHODS:
+            raise ConfigError(f"method {self.method!r} is unknown; use one of {', '.join(METHODS)}")
+        if self.adapter is not None:
+            from aigc.runtime import adapters, errors
+            try:
+                adapters.check_name(self.adapter)
+            except errors.InvalidInput as exc:
+                raise ConfigError(str(exc)) from None
+            if self.method == "full":
+                raise ConfigError("adapter: full fine-tuning makes a whole model, not an adapter; leave it unset")
+        for name in ("steps", "batch_size", "seq_len", "lora_r", "lora_alpha", "num_virtual_tokens",
+                     "log_every", "eval_blocks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "save_every", "threads", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise ConfigError("weight_decay must be >= 0 and max_grad_norm > 0")
+        if self.seq_len > 8192:
+            raise ConfigError(f"seq_len {self.seq_len} is over 8192")
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "RunConfig":
+        if not isinstance(raw, dict):
+            raise ConfigError(f"a run config is a mapping of fields, got {type(raw).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+        if "run_id" not in raw:
+            raise ConfigError("run_id is required")
+        return cls(**raw)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            try:
+                raw = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        else:
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    ok = {
+        "str": isinstance(value, str),
+        "str | None": value is None or isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "list[str] | str": isinstance(value, str) or (isinstance(value, list) and value
+                                                       and all(isinstance(v, str) for v in value)),
+        "dict[str, Any]": isinstance(value, dict),
+    }[annotation]
+    if not ok:
+        raise ConfigError(f"{name} must be {annotation.replace(' | ', ' or ')}, got {value!r}")
