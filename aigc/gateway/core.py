@@ -181,7 +181,10 @@ class Gateway:
         try:
             url = replica.url + call.path + (f"?{call.query}" if call.query else "")
             headers = dict(call.headers, **{"X-Call-Id": call.call_id})
-            timeout = aiohttp.ClientTimeout(total=self.options.upstream_timeout)
+            # a queued call may run as long as the function allows (a training job: hours), as OpenFaaS's
+            # queue-worker is configured with ack_wait above the function's exec_timeout
+            limit = max(self.options.upstream_timeout, pool.deployment.exec_timeout + 10)
+            timeout = aiohttp.ClientTimeout(total=limit)
             async with self.session.post(url, data=call.body, headers=headers, timeout=timeout) as resp:
                 body = await resp.read()
                 return resp.status, forward_headers(resp.headers), body, time.monotonic() - started

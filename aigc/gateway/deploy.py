@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..runtime.config import parse_duration
 from ..stack import Stack, StackFunction
 from .policy import Policy, PolicyError
 
@@ -46,6 +47,14 @@ class Deployment:
             return max(0, int(self.env_vars.get("max_inflight", "0")))
         except ValueError:
             return 0
+
+    @property
+    def exec_timeout(self) -> float:
+        """The function's own exec_timeout (0 if unset or unreadable: the replica reports that at start)."""
+        try:
+            return parse_duration(self.env_vars.get("exec_timeout", "0"))
+        except ValueError:
+            return 0.0
 
     def status(self, replicas: int, available: int, invocations: int) -> dict[str, Any]:
         """FunctionStatus, as GET /system/functions returns it."""

@@ -1,0 +1,76 @@
+"""finetune: PEFT training runs as a function, to be called through /async-function/finetune.
+
+    POST /                     a run config (JSON, the fields of finetune/config.py) -> trains, publishes
+    GET  /runs                 every run's status
+    GET  /runs/<id>            one run's status.json and its last metrics line
+    POST /runs/<id>/cancel     stop the run at its next step boundary (it checkpoints first)
+
+A config error, an unknown method or a corpus without `.v` files is a 400
+before anything loads. Runs go one at a time (a second waits for the first:
+nothing accepted is dropped); the status and cancel routes answer meanwhile,
+on the runtime's other threads. Progress goes to $AIGC_JOBS_DIR/<id>/, which
+the UI's jobs pages read. A finished adapter is written to the model store,
+so a text-generate function serves `<base>:<adapter>` on its next request.
+A cancelled run answers 200 with state "cancelled" (the call did what was
+asked); posting the same config again resumes it from its checkpoint.
+"""
+
+import logging
+import re
+import threading
+
+from aigc.runtime import errors
+from finetune import jobs
+from finetune.config import ConfigError, RunConfig, default_jobs_dir
+from finetune.data import DataError
+
+log = logging.getLogger("aigc.runtime")
+_one_at_a_time = threading.Lock()
+_RUN_ROUTE = re.compile(r"/runs/(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})(?P<cancel>/cancel)?")
+
+
+def handle(event, context):
+    path = event.path.rstrip("/") or "/"
+    if (event.method, path) == ("POST", "/"):
+        return _train(event.json())
+    if (event.method, path) == ("GET", "/runs"):
+        root = default_jobs_dir()
+        runs = sorted(p.name for p in root.iterdir() if (p / "status.json").is_file()) if root.is_dir() else []
+        return {"runs": [dict(jobs.RunDir(root / r).status(), run_id=r) for r in runs]}
+    m = _RUN_ROUTE.fullmatch(path)
+    if m:
+        run = jobs.RunDir(default_jobs_dir() / m["id"])
+        if not (run.path / "status.json").is_file():
+            raise errors.ModelNotFound(f"no run {m['id']!r}")
+        if m["cancel"] and event.method == "POST":
+            if run.status().get("state") in ("succeeded", "failed", "cancelled"):
+                raise errors.InvalidInput(f"run {m['id']!r} is {run.status()['state']}: nothing to cancel")
+            run.request_cancel()
+            return {"statusCode": 202, "body": {"run_id": m["id"], "cancel": "requested"}}
+        if not m["cancel"] and event.method == "GET":
+            rows = run.metrics()
+            return dict(run.status(), run_id=m["id"], last=rows[-1] if rows else None)
+    raise errors.ModelNotFound(f"no route {event.method} {event.path}; use POST / with a run config, GET /runs, "
+                               "GET /runs/<id> or POST /runs/<id>/cancel")
+
+
+def _train(body):
+    from finetune.train import Cancelled, Run
+
+    try:
+        cfg = RunConfig.from_dict(body)
+        run = Run(cfg, progress=False)  # checks the corpus and any earlier run of this id; loads nothing
+    except (ConfigError, DataError, TypeError) as exc:
+        raise errors.InvalidInput(str(exc)) from None
+    run.dir.clear_cancel()  # a cancel is for the submission it was aimed at, not for a resubmission
+    if _one_at_a_time.locked():
+        run.dir.set_status("queued", step=0, total=cfg.steps, base=cfg.base, adapter=cfg.adapter,
+                           message="waiting for the run before it")
+    with _one_at_a_time:
+        try:
+            metrics = run.train()
+        except Cancelled as exc:
+            return {"run_id": cfg.run_id, "state": "cancelled", "message": str(exc)}
+        except ConfigError as exc:  # e.g. a base that is not in the store, found on loading
+            raise errors.InvalidInput(str(exc)) from None
+    return {"run_id": cfg.run_id, "state": "succeeded", "metrics": metrics}

@@ -1,0 +1,351 @@
+"""Fine-tuning on a tiny random Llama: configs, training, checkpoints and resume, outputs, the corpus and coqc.
+
+The tiny model (2 layers, 32 wide, the real GPT-2 tokenizer) trains a step in
+a few milliseconds; the corpus is a handful of Coq files written here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+
+from aigc.runtime import adapters, store
+from conftest import REPO
+from finetune import coq, data, jobs
+from finetune.__main__ import main as cli
+from finetune.config import ConfigError, RunConfig
+from finetune.train import Cancelled, Run
+
+BASE = "tiny-llama"
+COQ_FILES = {
+    "nat_facts.v": "Require Import Arith.\n\nLemma add_0_r' : forall n : nat, n + 0 = n.\nProof.\n"
+                   "  intro n. induction n; simpl; auto.\nQed.\n",
+    "bools.v": "Lemma negb_involutive' : forall b : bool, negb (negb b) = b.\nProof.\n  destruct b; reflexivity.\nQed.\n",
+    "lists.v": "Require Import List.\nImport ListNotations.\n\nLemma app_nil_r' : forall (A : Type) (l : list A), "
+               "l ++ [] = l.\nProof.\n  intros A l. induction l; simpl; congruence.\nQed.\n",
+    "logic.v": "Lemma and_swap : forall P Q : Prop, P /\\ Q -> Q /\\ P.\nProof.\n  intros P Q [p q]. split; "
+               "assumption.\nQed.\n",
+}
+
+
+def _gpt2_tokenizer_json():
+    spec = importlib.util.spec_from_file_location("wasm_fixtures", REPO / "tests" / "wasm" / "wasm_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.prepare_gpt2()
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("finetune-store")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(_gpt2_tokenizer_json()), eos_token="<|endoftext|>",
+                                        bos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=256, tie_word_embeddings=True))
+    model.save_pretrained(root / BASE)
+    tokenizer.save_pretrained(root / BASE)
+    store.write_manifest(root / BASE, {"name": BASE, "task": "text-generation", "format": "safetensors",
+                                       "note": "random weights, for tests"})
+    return root
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name, text in COQ_FILES.items():
+        (folder / name).write_text(text * 3)
+    return folder
+
+
+def config(corpus, **changes) -> RunConfig:
+    fields = dict(run_id="t1", base=BASE, corpus=str(corpus), steps=6, batch_size=2, seq_len=32,
+                  learning_rate=0.01, warmup_steps=1, eval_every=3, eval_blocks=2, save_every=3, log_every=1,
+                  threads=1)
+    fields.update(changes)
+    return RunConfig.from_dict(fields)
+
+
+def run(cfg, tiny_store, tmp_path, jobs_dir=None, **kwargs) -> Run:
+    return Run(cfg, jobs_dir or tmp_path / "jobs", store_root=tiny_store, data_dir=tmp_path / "no-data",
+               progress=False, **kwargs)
+
+
+# --- configs and bad input: errors before anything loads ------------------------------------------------
+
+@pytest.mark.parametrize("changes, message", [
+    ({"method": "qlora"}, "method 'qlora' is unknown"),
+    ({"lora_rank": 8}, "unknown field(s) 'lora_rank'"),
+    ({"steps": "ten"}, "steps must be int"),
+    ({"steps": 0}, "steps must be >= 1"),
+    ({"learning_rate": 3}, "learning_rate must be in (0, 1)"),
+    ({"run_id": "../etc"}, "run_id '../etc'"),
+    ({"adapter": "Bad Name"}, "adapter name 'Bad Name'"),
+    ({"method": "full", "adapter": "x"}, "full fine-tuning makes a whole model"),
+])
+def test_invalid_configs_name_the_field(changes, message, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        config(tmp_path, **changes)
+    assert message in str(err.value)
+
+
+def test_a_corpus_without_coq_files_fails_before_the_model_loads(tiny_store, tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not coq")
+    import finetune.train as train_module
+    monkeypatch.setattr(train_module, "load_base", lambda *a: pytest.fail("the model was loaded"))
+    with pytest.raises(data.DataError, match="contains no .v files"):
+        run(config(empty), tiny_store, tmp_path)
+    with pytest.raises(data.DataError, match="is not a directory"):
+        run(config(tmp_path / "missing"), tiny_store, tmp_path)
+
+
+def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_id: x\nmethod: magic\n")
+    assert cli(["--jobs-dir", str(tmp_path), "train", str(bad)]) == 2
+    assert "error: method 'magic' is unknown" in capsys.readouterr().err
+    bad.write_text("run_id: [unclosed\n")
+    assert cli(["--jobs-dir", str(tmp_path), "train", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_the_example_configs_are_valid():
+    configs = [RunConfig.from_file(p) for p in sorted((REPO / "finetune" / "configs").glob("*.yaml"))]
+    assert len(configs) >= 4 and len({c.run_id for c in configs}) == len(configs)
+    assert {c.method for c in configs} >= {"lora", "dora", "ia3", "full"}
+
+
+# --- training, outputs, reload, resume, cancel -------------------------------------------------------------
+
+def test_train_save_reload_gives_the_same_loss(tiny_store, tmp_path, corpus):
+    import torch
+    from peft import PeftModel
+
+    from finetune import blocks
+    from finetune.train import EVAL_SEED, load_base, mean_loss
+
+    cfg = config(corpus, adapter="coq")
+    metrics = run(cfg, tiny_store, tmp_path).train()
+    out = tmp_path / "jobs" / "t1"
+    assert json.loads((out / "status.json").read_text())["state"] == "succeeded"
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert 0 < metrics["trainable_percent"] < 100 and metrics["eval_loss"] < metrics["initial_eval_loss"]
+    lines = jobs.RunDir(out).metrics()
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+    model, tokenizer, _ = load_base(BASE, tiny_store)
+    reloaded = PeftModel.from_pretrained(model, str(out / "adapter"))
+    val = blocks.make_blocks(tokenizer, blocks.files_for(str(corpus), tmp_path, "validation"), cfg.seq_len,
+                             cfg.eval_blocks, EVAL_SEED)
+    assert mean_loss(reloaded, val.split(cfg.batch_size)) == pytest.approx(metrics["eval_loss"], abs=1e-6)
+    with reloaded.disable_adapter():
+        assert mean_loss(reloaded, val.split(cfg.batch_size)) == pytest.approx(metrics["initial_eval_loss"],
+                                                                              abs=1e-6)
+    # published: a store entry with the card, served as tiny-llama:coq
+    stored = adapters.open_adapter(BASE, "coq", tiny_store)
+    assert stored.verify() == [] and "README.md" in stored.manifest["files"]
+    assert stored.manifest["training"]["steps"] == 6
+    assert torch.load  # torch stays importable after training (no global state broken)
+
+
+def test_resume_continues_from_the_checkpoint(tiny_store, tmp_path, corpus, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = config(corpus)
+    run(cfg, tiny_store, tmp_path, jobs_dir=tmp_path / "straight").train()
+
+    # the second run is interrupted in step 5 (after the checkpoint of step 3), then started again
+    real_clip, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def interrupt_in_step_5(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_clip(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", interrupt_in_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tiny_store, tmp_path, jobs_dir=tmp_path / "resumed").train()
+    resumed_dir = jobs.RunDir(tmp_path / "resumed" / "t1")
+    assert resumed_dir.status()["state"] == "cancelled"
+    assert torch.load(resumed_dir.path / "checkpoint" / "state.pt", weights_only=False)["step"] == 3
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
+    run(cfg, tiny_store, tmp_path, jobs_dir=tmp_path / "resumed").train()
+
+    straight = [r for r in jobs.RunDir(tmp_path / "straight" / "t1").metrics() if "loss" in r]
+    resumed = [r for r in resumed_dir.metrics() if "loss" in r]
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in straight], abs=1e-6)
+    a = load_file(tmp_path / "straight" / "t1" / "adapter" / "adapter_model.safetensors")
+    b = load_file(resumed_dir.path / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_changed_config_does_not_resume_a_run(tiny_store, tmp_path, corpus):
+    run(config(corpus, steps=3), tiny_store, tmp_path).train()
+    with pytest.raises(ConfigError, match="exists with another config"):
+        run(config(corpus, steps=4), tiny_store, tmp_path)
+
+
+def test_cancel_stops_at_a_step_boundary_and_the_run_resumes(tiny_store, tmp_path, corpus):
+    cfg = config(corpus)
+    r = run(cfg, tiny_store, tmp_path)
+    r.dir.request_cancel()
+    with pytest.raises(Cancelled):
+        r.train()
+    assert r.dir.status()["state"] == "cancelled"
+    r.dir.clear_cancel()
+    assert r.train()["steps"] == 6 and r.dir.status()["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("method", ["dora", "ia3", "prompt", "full"])
+def test_other_methods_train_and_count_their_parameters(method, tiny_store, tmp_path, corpus):
+    metrics = run(config(corpus, method=method, steps=2, eval_every=0), tiny_store, tmp_path).train()
+    out = tmp_path / "jobs" / "t1"
+    assert metrics["method"] == method and metrics["eval_loss"] is not None
+    if method == "full":
+        assert metrics["trainable_parameters"] == metrics["base_parameters"]
+        assert (out / "model" / "model.safetensors").is_file()
+    else:
+        assert metrics["trainable_parameters"] < metrics["base_parameters"] / 10
+        assert json.loads((out / "adapter" / "adapter_config.json").read_text())["peft_type"] in (
+            "LORA", "IA3", "PROMPT_TUNING")
+
+
+# --- the corpus and the split ----------------------------------------------------------------------------
+
+def test_split_is_by_path_hash_and_duplicates_are_dropped(tmp_path, monkeypatch):
+    debs = tmp_path / "debs"
+    for package, files in {"libcoq-a": {"x/One.v": "Lemma a : True.\n", "x/Two.v": "Lemma b : True. \n"},
+                           "libcoq-b": {"y/Same.v": "Lemma a : True.\r\n", "y/Three.v": "Lemma c : True.\n"}}.items():
+        for rel, text in files.items():
+            (debs / package / rel).parent.mkdir(parents=True, exist_ok=True)
+            (debs / package / rel).write_text(text)
+    monkeypatch.setattr(data, "PACKAGES", ("libcoq-a", "libcoq-b"))
+    files, dropped = data.collect(debs)
+    assert dropped == 1 and [f.key for f in files] == ["libcoq-a/x/One.v", "libcoq-a/x/Two.v", "libcoq-b/y/Three.v"]
+    assert all(f.split == data.split_of(f.key) for f in files)
+    assert data.digest(files) == data.digest(list(reversed(files)))
+    shares = [data.split_of(f"libcoq-z/f{i}.v") for i in range(4000)]
+    assert 0.87 < shares.count("train") / 4000 < 0.93 and 0.035 < shares.count("test") / 4000 < 0.065
+
+
+@pytest.mark.slow
+def test_the_data_command_reproduces_the_published_split(tmp_path):
+    """Downloads the 50 packages from Debian (176 MB) and rebuilds the split: same digest as the data card."""
+    import re
+
+    card = (REPO / "finetune" / "DATA_CARD.md").read_text()
+    published = re.search(r"split_digest\*\*: `([0-9a-f]{64})`", card)[1]
+    assert cli(["--data-dir", str(tmp_path), "data", "--card", str(tmp_path / "card.md")]) == 0
+    assert (tmp_path / "card.md").read_text() == card  # versions, counts and licences too
+    summary = data.load_split(tmp_path)
+    assert summary["split_digest"] == published
+    assert summary["files"] == {"train": 2999, "validation": 174, "test": 191}
+    assert all(data.split_of(e["key"]) == e["split"] for e in summary["entries"])
+
+
+# --- coqc --------------------------------------------------------------------------------------------------
+
+def test_lemmas_are_cut_out_with_their_proofs():
+    text = COQ_FILES["nat_facts.v"] + COQ_FILES["bools.v"]
+    found = coq.lemmas(text)
+    assert [(l.name, l.proof) for l in found] == [("add_0_r'", "intro n. induction n; simpl; auto."),
+                                                  ("negb_involutive'", "destruct b; reflexivity.")]
+    assert text[found[1].offset:].startswith("Lemma negb_involutive'")
+    assert coq.open_blocks("Section S.\nModule M.\nEnd M.\nModule N := Nat.\nSection T.\n") == ["S", "T"]
+    assert coq.proof_of("  auto.\nQed.\nLemma next") == "auto."
+    assert coq.proof_of("  auto. auto.") is None
+
+
+@pytest.mark.skipif(shutil.which("coqc") is None, reason="needs coqc (run.sh installs Debian's coq)")
+def test_coqc_accepts_a_proof_and_rejects_wrong_or_cheating_ones():
+    context = "Require Import Arith.\nSection S.\nVariable k : nat.\n"
+    statement = "Lemma plus_k : k + 0 = k."
+    assert coq.check(context, statement, "auto with arith.").ok
+    wrong = coq.check(context, statement, "reflexivity.")
+    assert not wrong.ok and "Error" in wrong.reason
+    assert coq.check(context, statement, "admit.").reason == "forbidden"
+    assert coq.check(context, statement, "Admitted.").reason == "forbidden"
+
+
+# --- as a serverless job: the finetune function through the local gateway ----------------------------------
+
+def test_finetune_function_runs_async_reports_progress_cancels_and_text_generate_serves_the_adapter(
+        tiny_store, tmp_path, corpus):
+    import time
+
+    import requests
+
+    from gateway_helpers import CallbackServer, GatewayProcess, write_stack
+
+    env = {"AIGC_MODEL_STORE": str(tiny_store), "AIGC_JOBS_DIR": str(tmp_path / "jobs"), "AIGC_THREADS": "4",
+           "exec_timeout": "10m"}
+    stack_file = write_stack(tmp_path / "stack.yml", {
+        "finetune": {"handler": str(REPO / "functions" / "finetune"), "environment": env},
+        "text-generate": {"handler": str(REPO / "functions" / "text-generate"),
+                          "environment": dict(env, MODEL_NAME=BASE, exec_timeout="60s")},
+    })
+    callbacks = CallbackServer()
+    gw = GatewayProcess(stack_file, tmp_path / "state")
+    try:
+        fn = gw.url + "/function/"
+        models = requests.get(fn + "text-generate/v1/models", timeout=120).json()
+        assert [m["id"] for m in models["data"]] == [BASE]  # running before the adapter exists
+
+        bad = requests.post(fn + "finetune", json={"run_id": "x", "method": "magic"}, timeout=120)
+        assert bad.status_code == 400 and "method 'magic' is unknown" in bad.json()["error"]
+        (tmp_path / "empty").mkdir()
+        nocoq = requests.post(fn + "finetune", json={"run_id": "x", "corpus": str(tmp_path / "empty")}, timeout=60)
+        assert nocoq.status_code == 400 and "no .v files" in nocoq.json()["error"]
+        nobase = requests.post(fn + "finetune", json={"run_id": "x", "corpus": str(corpus)}, timeout=60)
+        assert nobase.status_code == 400 and "'smollm2-135m' is not in the store" in nobase.json()["error"]
+
+        good = dict(config(corpus, run_id="meow-run", adapter="meow", steps=30).to_dict())
+        long = dict(good, run_id="long-run", adapter="long", steps=5000, save_every=0, eval_every=0)
+        ids = []
+        for body in (good, long):
+            resp = requests.post(gw.url + "/async-function/finetune", json=body,
+                                 headers={"X-Callback-Url": callbacks.url}, timeout=30)
+            assert resp.status_code == 202
+            ids.append(resp.headers["X-Call-Id"])
+        deadline = time.monotonic() + 120
+        while True:  # the long run queues behind the first, then trains: either way it reports where it is
+            status = requests.get(fn + "finetune/runs/long-run", timeout=30)
+            if status.status_code == 200 and status.json()["state"] == "running" and status.json()["step"] > 0:
+                break
+            assert time.monotonic() < deadline, f"long-run never reported progress: {status.text}"
+            time.sleep(0.3)
+        assert requests.post(fn + "finetune/runs/long-run/cancel", timeout=30).status_code == 202
+
+        received = {h["X-Call-Id"]: (h, json.loads(b)) for h, b in callbacks.wait(2, 180)}
+        headers, result = received[ids[0]]
+        assert headers["X-Function-Status"] == "200" and result["state"] == "succeeded"
+        headers, result = received[ids[1]]
+        assert headers["X-Function-Status"] == "200" and result["state"] == "cancelled"
+        assert requests.get(fn + "finetune/runs/long-run", timeout=30).json()["state"] == "cancelled"
+        listed = {r["run_id"]: r["state"] for r in requests.get(fn + "finetune/runs", timeout=30).json()["runs"]}
+        assert listed == {"meow-run": "succeeded", "long-run": "cancelled"}
+
+        # no redeploy: the same text-generate instance lists and serves the new adapter
+        models = requests.get(fn + "text-generate/v1/models", timeout=30).json()
+        assert [m["id"] for m in models["data"]] == [BASE, f"{BASE}:meow"]
+        done = requests.post(fn + "text-generate/v1/completions", timeout=60,
+                             json={"model": f"{BASE}:meow", "prompt": "Lemma", "max_tokens": 4})
+        assert done.status_code == 200 and done.json()["model"] == f"{BASE}:meow"
+        assert gw.status("text-generate")["invocationCount"] >= 3
+    finally:
+        gw.stop()
+        callbacks.close()
