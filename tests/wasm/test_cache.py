@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import wasmtime
 
-from aigc.wasm import Tokenizer, engine
+from aigc.wasm import Tokenizer, capi, engine
 
 
 @pytest.fixture()
@@ -75,7 +74,7 @@ def test_cache_from_other_engine_config_is_ignored(fresh_cache, spec):
     valid checksum, is refused by wasmtime and recompiled."""
     wasm = engine.wasm_path("tokenizer").read_bytes()
     key = engine.cache_key(wasm)
-    payload = bytes(wasmtime.Module(wasmtime.Engine(), wasm).serialize())
+    payload = capi.Module.compile(capi.Engine(consume_fuel=False), wasm).serialize()
     engine._write_cache(_path(), key, payload)
     assert _load(spec) == {"compiled": 1, "deserialized": 0, "rejected": 1, "write_failed": 0}
 

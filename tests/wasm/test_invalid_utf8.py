@@ -53,15 +53,16 @@ def _raw_encode(ours: Tokenizer, texts: list[bytes]) -> tuple[int, int, int]:
     """Call the wasm export directly, as a non-Python host would:
     (status, err_info, result[0])."""
     opts = ours._options(True, None, False, False, None)
-    offsets = _u32([0])
+    bounds = [0]
     for t in texts:
-        offsets.append(offsets[-1] + len(t))
+        bounds.append(bounds[-1] + len(t))
+    offsets = _u32(bounds)
     data = b"".join(texts)
 
     def body(rt):
         rt.call("begin_request")
         args = (rt.write(data), len(data), rt.write(offsets), len(texts), rt.write(opts))
-        status = rt._funcs["encode"](rt._store, *args)
+        status = rt.func("encode")(*args)
         return status, rt.call("err_info"), rt.read_u32s(rt.call("result_ptr"), 1)[0]
 
     return ours.runtime.run(body, len(data))

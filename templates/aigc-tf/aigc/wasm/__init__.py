@@ -1,9 +1,10 @@
 """WebAssembly tokenizers and image preprocessing, run in-process with wasmtime.
 
-Importing this package loads wasmtime and nothing heavy (numpy only once an
-image function or a numpy batch is used).  The Zig-built modules
-(`python wasm/build.py`) are compiled or loaded from the module cache on first
-use, once per process.
+Importing this package loads wasmtime's shared library through a small ctypes
+binding (`capi`; wasmtime's own Python bindings are not imported) and nothing
+heavy (numpy only once an image function or a numpy batch is used).  The
+Zig-built modules (`python wasm/build.py`) are compiled or loaded from the
+module cache on first use, once per process.
 """
 
 from .errors import UnsupportedTokenizerError, WasmError, WasmLimitError

@@ -12,18 +12,21 @@ call overrides them, as `tokenizers.Tokenizer.from_file` does.
 
 from __future__ import annotations
 
-import array
-import json
 import os
+import struct
 from itertools import accumulate
-from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
 
-from . import snapshot
+from . import engine as _engine
+from . import snapshot as _snapshot
 from .errors import UnsupportedTokenizerError, WasmLimitError
 from .instance import MiB, Runtime
 
+# typing, json and pathlib cost milliseconds each at import; none is needed on
+# the cold-start path (annotations are strings, see `from __future__` above).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Sequence
+
     from .tokenizer_spec import TokenizerSpec
 
 DEFAULT_MAX_INPUT_BYTES = 64 * MiB
@@ -46,11 +49,13 @@ class BatchEncoding:
         return f"BatchEncoding({len(self.ids)} sequences)"
 
 
-def _u32(values) -> array.array:
-    return array.array("I", values)
+def _u32(values) -> bytes:
+    """Little-endian uint32 words, ready for Runtime.write."""
+    values = values if isinstance(values, (list, tuple)) else list(values)
+    return struct.pack(f"<{len(values)}I", *values)
 
 
-def _offsets(lengths) -> array.array:
+def _offsets(lengths) -> bytes:
     return _u32(accumulate(lengths, initial=0))
 
 
@@ -73,7 +78,8 @@ class Tokenizer:
     def __init__(self, spec: "TokenizerSpec | None", *, memory_limit: int = 256 * MiB,
                  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES, fuel_base: int = 200_000_000,
                  fuel_per_byte: int = 50_000, fuel: bool = True, eager: bool = True,
-                 _info: dict | None = None, _image: bytes | None = None):
+                 _info: dict | None = None, _image: bytes | None = None,
+                 _snapshot_file: "_snapshot.Snapshot | None" = None):
         """Normally built by from_file / from_str.
 
         eager=True loads the vocabulary into wasm now, so a bad tokenizer.json
@@ -81,6 +87,7 @@ class Tokenizer:
         afterwards is fine: children build their own instance on first use."""
         self._spec = spec
         self._image = _image  # memory snapshot once loaded: re-instantiation copies it
+        self._snap = _snapshot_file  # or a snapshot file, read straight into wasm memory
         if _info is None:
             from .tokenizer_spec import info
 
@@ -100,27 +107,54 @@ class Tokenizer:
 
         snapshot=True reuses a saved memory image of this exact file and module
         build when there is one (no JSON parsing), and saves one otherwise."""
-        return cls._from_source(Path(path).read_bytes(), snapshot, kwargs)
+        tried = None
+        if snapshot:
+            # An unchanged file is not even read: its sha256 comes from the index.
+            tried = _snapshot.key_for_file(path)
+            tok = cls._from_snapshot(tried, kwargs)
+            if tok is not None:
+                return tok
+        with open(path, "rb") as f:
+            return cls._from_source(f.read(), snapshot, kwargs, tried)
 
     @classmethod
     def from_str(cls, text: str, *, snapshot: bool = False, **kwargs) -> "Tokenizer":
         return cls._from_source(text.encode(), snapshot, kwargs)
 
     @classmethod
-    def _from_source(cls, raw: bytes, use_snapshot: bool, kwargs: dict) -> "Tokenizer":
-        key = snapshot.key_for(raw) if use_snapshot else None
-        if key:
-            saved = snapshot.load(key)
-            if saved is not None:
-                meta, image = saved
-                return cls(None, _info=meta, _image=image, **kwargs)
+    def _from_snapshot(cls, key: str, kwargs: dict) -> "Tokenizer | None":
+        saved = _snapshot.open_snapshot(key)
+        if saved is None:
+            return None
+        if isinstance(saved, tuple):  # read and checked in full
+            meta, image = saved
+            return cls(None, _info=meta, _image=image, **kwargs)
+        try:
+            tok = cls(None, _info=saved.meta, _snapshot_file=saved, **kwargs)
+        except _snapshot.SnapshotError:
+            saved.close()
+            _engine.stats["snapshot_rejected"] += 1
+            return None
+        _engine.stats["snapshot_loaded"] += 1
+        return tok
+
+    @classmethod
+    def _from_source(cls, raw: bytes, use_snapshot: bool, kwargs: dict,
+                     tried: str | None = None) -> "Tokenizer":
+        key = _snapshot.key_for(raw) if use_snapshot else None
+        if key and key != tried:  # (tried: looked up already, from the file's digest)
+            tok = cls._from_snapshot(key, kwargs)
+            if tok is not None:
+                return tok
+        import json
+
         from .tokenizer_spec import parse  # only needed without a snapshot
 
         tok = cls(parse(json.loads(raw)), **kwargs)
         if key:
             if tok._image is None:
                 tok.warm_up()
-            snapshot.save(key, tok.info, tok._image)
+            _snapshot.save(key, tok.info, tok._image)
         return tok
 
     @property
@@ -144,6 +178,9 @@ class Tokenizer:
     def _setup(self, rt: Runtime) -> None:
         if self._image is not None:
             rt.restore_memory(self._image)
+            return
+        if self._snap is not None:
+            rt.restore_into(len(self._snap), self._snap.read_into)
             return
         self._load(rt)
         self._image = rt.read(0, rt.call("mem_top"))
@@ -172,9 +209,9 @@ class Tokenizer:
             rt.call("load_wordpiece", rt.write(prefix), len(prefix), s.unk_id, s.wp_max_chars,
                     s.wp_flags)
         t = s.template
-        words = _u32([len(t.pre_ids), len(t.suf_ids), t.seq_type, *t.pre_ids, *t.pre_types,
-                      *t.suf_ids, *t.suf_types])
-        rt.call("set_template", rt.write(words), len(words))
+        words = [len(t.pre_ids), len(t.suf_ids), t.seq_type, *t.pre_ids, *t.pre_types,
+                 *t.suf_ids, *t.suf_types]
+        rt.call("set_template", rt.write(_u32(words)), len(words))
         rt.call("finish_load")
 
     # -- encoding ------------------------------------------------------------------
@@ -214,7 +251,7 @@ class Tokenizer:
                 return self.info["token_ids"][name]
         return 0
 
-    def _encode_raw(self, texts: Sequence[str], opts: array.array):
+    def _encode_raw(self, texts: Sequence[str], opts: bytes):
         if isinstance(texts, str):
             raise TypeError("encode_batch takes a list of strings; use encode() for one")
         try:

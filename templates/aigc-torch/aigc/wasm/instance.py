@@ -13,26 +13,31 @@ Rules this enforces:
 
 from __future__ import annotations
 
-import array
+import _thread
+import _weakref
 import ctypes
 import os
+import struct
 import sys
-import threading
-import weakref
-from typing import Callable
 
-import wasmtime
-
+from . import capi
 from . import engine as _engine
 from .errors import WasmError, WasmLimitError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
 MiB = 1 << 20
 
-# Buffers are exchanged as little-endian 32-bit words via the array module.
-if sys.byteorder != "little" or array.array("I").itemsize != 4:
-    raise ImportError("aigc.wasm needs a little-endian host with 32-bit C unsigned int")
+# Buffers are exchanged as 32-bit words: packed with struct ('<' explicit), read
+# back with memoryview.cast, which uses the host's order.  (No `array` module: it
+# imports collections.abc, milliseconds of every cold start.)
+if sys.byteorder != "little" or struct.calcsize("i") != 4:
+    raise ImportError("aigc.wasm needs a little-endian host with 32-bit C int")
 
-_runtimes: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
+# Every Runtime, weakly (the weakref module itself is a cold-start import).
+_runtimes: dict[int, _weakref.ref] = {}
 
 # Exports that return an address rather than a status.
 _POINTER_EXPORTS = frozenset({"mem_alloc", "result_ptr", "unicode_version_ptr", "mem_top"})
@@ -61,26 +66,31 @@ class Runtime:
         self.fuel_per_byte = int(fuel_per_byte)
         self.setup_fuel = int(setup_fuel)
         self._setup = setup
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._pid = os.getpid()
-        self._store: wasmtime.Store | None = None
-        self._funcs: dict[str, wasmtime.Func] = {}
-        self._memory: wasmtime.Memory | None = None
+        self._store: capi.Store | None = None
+        self._instance: capi.Instance | None = None
+        self._funcs: dict[str, capi.Function] = {}
+        self._memory: capi.Memory | None = None
         self.instances_created = 0
-        _runtimes.add(self)
+        key = id(self)
+        _runtimes[key] = _weakref.ref(self, lambda _, key=key, live=_runtimes: live.pop(key, None))
 
     # -- lifecycle ---------------------------------------------------------------
 
     def _after_fork(self) -> None:
-        if self._store is not None:
-            _engine._orphans.append((self._store, self._funcs, self._memory))
-        self._store, self._funcs, self._memory = None, {}, None
-        self._lock = threading.Lock()
+        # The inherited store belongs to the parent; capi never frees native
+        # objects in a process other than their creator's, so dropping it is safe.
+        self._store, self._instance, self._funcs, self._memory = None, None, {}, None
+        self._lock = _thread.allocate_lock()
         self._pid = os.getpid()
         self.instances_created = 0  # counts instances built by this process
 
     def _discard(self) -> None:
-        self._store, self._funcs, self._memory = None, {}, None
+        store = self._store
+        self._store, self._instance, self._funcs, self._memory = None, None, {}, None
+        if store is not None:
+            store.close()  # frees the instance and its linear memory now
 
     def _ensure(self) -> None:
         if self._pid != os.getpid():  # fork without the at-fork hook (defensive)
@@ -88,19 +98,19 @@ class Runtime:
         if self._store is not None:
             return
         module = _engine.load_module(self.module, self.fuel)
-        store = wasmtime.Store(_engine.engine(self.fuel))
-        store.set_limits(memory_size=self.memory_limit)
-        if self.fuel:
-            store.set_fuel(self.setup_fuel)
+        store = capi.Store(module.engine, memory_limit=self.memory_limit)
         try:
-            instance = wasmtime.Instance(store, module, [])
-        except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
+            if self.fuel:
+                store.set_fuel(self.setup_fuel)
+            instance = store.instantiate(module)
+            memory = instance.memory("memory")
+        except capi.Trap as e:
+            store.close()
+            raise self._trap_error(e) from None
+        except WasmError as e:
+            store.close()
             raise WasmError(f"cannot instantiate {self.module}.wasm: {e}") from None
-        exports = instance.exports(store)
-        self._funcs = {name: ext for name, ext in exports.items() if isinstance(ext, wasmtime.Func)}
-        memory = exports["memory"]
-        assert isinstance(memory, wasmtime.Memory)
-        self._store, self._memory = store, memory
+        self._store, self._instance, self._memory = store, instance, memory
         self.instances_created += 1
         if self._setup is not None:
             try:
@@ -114,37 +124,42 @@ class Runtime:
     def run(self, body: Callable[["Runtime"], object], input_bytes: int = 0):
         """Run `body(self)` under the lock with a fuel budget for `input_bytes`."""
         with self._lock:
-            self._ensure()
-            assert self._store is not None
-            if self.fuel:
-                self._store.set_fuel(self.fuel_base + self.fuel_per_byte * input_bytes)
             try:
+                self._ensure()
+                assert self._store is not None
+                if self.fuel:
+                    self._store.set_fuel(self.fuel_base + self.fuel_per_byte * input_bytes)
                 return body(self)
-            except wasmtime.Trap as e:
+            except capi.Trap as e:
                 self._discard()
                 raise self._trap_error(e) from None
-            except wasmtime.WasmtimeError as e:
+            except capi.Error as e:
                 self._discard()
                 raise WasmError(f"{self.module}.wasm call failed: {e}") from None
             except WasmError:
                 self._discard()
                 raise
 
-    def _trap_error(self, e: wasmtime.Trap) -> WasmError:
-        code = e.trap_code
-        first_line = str(e).splitlines()[0] if str(e) else "trap"
-        if code == wasmtime.TrapCode.OUT_OF_FUEL:
+    def _trap_error(self, e: capi.Trap) -> WasmError:
+        if e.code == capi.OUT_OF_FUEL:
             return WasmLimitError(f"{self.module}.wasm ran out of fuel (budget "
                                   f"{self.fuel_base} + {self.fuel_per_byte}/input byte); "
                                   f"the input is too expensive to process")
-        if code == wasmtime.TrapCode.STACK_OVERFLOW:
+        if e.code == capi.STACK_OVERFLOW:
             return WasmLimitError(f"{self.module}.wasm overflowed its stack")
-        return WasmError(f"{self.module}.wasm trapped: {first_line}")
+        return WasmError(f"{self.module}.wasm trapped: {e.reason}")
+
+    def func(self, name: str) -> capi.Function:
+        """An export of the current instance (looked up once per instance)."""
+        f = self._funcs.get(name)
+        if f is None:
+            assert self._instance is not None
+            f = self._funcs[name] = self._instance.func(name)
+        return f
 
     def call(self, name: str, *args: int) -> int:
         """Call an export; a negative status is turned into an exception."""
-        assert self._store is not None
-        result = self._funcs[name](self._store, *args)
+        result = self.func(name)(*args)
         if name in _POINTER_EXPORTS:
             return result & 0xFFFFFFFF  # wasm i32 comes back signed
         if isinstance(result, int) and result < 0:
@@ -165,12 +180,12 @@ class Runtime:
         return ptr
 
     def _base(self) -> int:
-        assert self._memory is not None and self._store is not None
-        return ctypes.addressof(self._memory.data_ptr(self._store).contents)
+        assert self._memory is not None
+        return self._memory.data_ptr()
 
     def _check_range(self, ptr: int, n: int) -> None:
-        assert self._memory is not None and self._store is not None
-        if ptr < 0 or n < 0 or ptr + n > self._memory.data_len(self._store):
+        assert self._memory is not None
+        if ptr < 0 or n < 0 or ptr + n > self._memory.data_len():
             raise WasmError(f"{self.module}.wasm returned an out-of-range buffer")
 
     def write(self, data) -> int:
@@ -189,39 +204,52 @@ class Runtime:
             ctypes.memmove(self._base() + ptr, src, n)
         return ptr
 
+    def _grow_to(self, n: int) -> None:
+        assert self._memory is not None
+        pages = -(-n // 65536)
+        have = self._memory.size()
+        if pages > have:
+            try:
+                self._memory.grow(pages - have)
+            except capi.Error:
+                raise WasmLimitError(f"{self.module}.wasm: a {n}-byte state does not fit "
+                                     f"the memory cap of {self.memory_limit // MiB} MiB") from None
+        self._check_range(0, n)
+
     def restore_memory(self, image) -> None:
         """Overwrite memory [0, len(image)) with a snapshot taken from the same module
         (bytes, or a writable buffer such as a view of a bytearray)."""
-        assert self._memory is not None and self._store is not None
-        pages = -(-len(image) // 65536)
-        have = self._memory.size(self._store)
-        if pages > have:
-            try:
-                self._memory.grow(self._store, pages - have)
-            except wasmtime.WasmtimeError:
-                raise WasmLimitError(f"{self.module}.wasm: a {len(image)}-byte state does not fit "
-                                     f"the memory cap of {self.memory_limit // MiB} MiB") from None
+        self._grow_to(len(image))
         src = image if isinstance(image, bytes) else \
             ctypes.addressof(ctypes.c_char.from_buffer(image))
         ctypes.memmove(self._base(), src, len(image))
+
+    def restore_into(self, n: int, fill: Callable[[int, int], None]) -> None:
+        """Overwrite memory [0, n) in place: `fill(address, n)` writes the n bytes
+        (e.g. reads a snapshot file straight into linear memory)."""
+        self._grow_to(n)
+        fill(self._base(), n)
 
     def read(self, ptr: int, n: int) -> bytes:
         self._check_range(ptr, n)
         return ctypes.string_at(self._base() + ptr, n) if n else b""
 
-    def read_array(self, ptr: int, count: int, typecode: str) -> array.array:
-        """`count` little-endian items ('i' int32, 'I' uint32, 'f' float32)."""
-        out = array.array(typecode)
-        out.frombytes(self.read(ptr, count * out.itemsize))
-        return out
+    def read_array(self, ptr: int, count: int, typecode: str) -> memoryview:
+        """`count` little-endian 4-byte items ('i' int32, 'I' uint32, 'f' float32),
+        as a read-only memoryview (tolist(), or a buffer for numpy)."""
+        if typecode not in ("i", "I", "f"):
+            raise ValueError(f"unsupported typecode {typecode!r}")
+        return memoryview(self.read(ptr, count * 4)).cast(typecode)
 
     def read_u32s(self, ptr: int, count: int) -> list[int]:
         return self.read_array(ptr, count, "I").tolist()
 
 
 def _after_fork_in_child() -> None:
-    for rt in list(_runtimes):
-        rt._after_fork()
+    for ref in list(_runtimes.values()):
+        rt = ref()
+        if rt is not None:
+            rt._after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
