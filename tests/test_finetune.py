@@ -291,7 +291,9 @@ def test_finetune_function_runs_async_reports_progress_cancels_and_text_generate
 
     from gateway_helpers import CallbackServer, GatewayProcess, write_stack
 
-    env = {"AIGC_MODEL_STORE": str(tiny_store), "AIGC_JOBS_DIR": str(tmp_path / "jobs"), "AIGC_THREADS": "4",
+    own_store = tmp_path / "store"  # the session store holds adapters that other tests published
+    shutil.copytree(tiny_store / BASE, own_store / BASE)
+    env = {"AIGC_MODEL_STORE": str(own_store), "AIGC_JOBS_DIR": str(tmp_path / "jobs"), "AIGC_THREADS": "4",
            "exec_timeout": "10m"}
     stack_file = write_stack(tmp_path / "stack.yml", {
         "finetune": {"handler": str(REPO / "functions" / "finetune"), "environment": env},
@@ -349,3 +351,29 @@ def test_finetune_function_runs_async_reports_progress_cancels_and_text_generate
     finally:
         gw.stop()
         callbacks.close()
+
+
+def test_the_published_adapter_is_small_and_publishes_from_the_results_folder(tmp_path):
+    """finetune/results/smollm2-coq-lora: the run behind finetune/README.md's numbers, publishable as is."""
+    from safetensors import safe_open
+
+    from finetune.publish import publish_run
+
+    results = REPO / "finetune" / "results"
+    metrics = json.loads((results / "smollm2-coq-lora" / "metrics.json").read_text())
+    with safe_open(results / "smollm2-coq-lora" / "adapter" / "adapter_model.safetensors", "pt") as f:
+        counted = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+    assert counted == metrics["trainable_parameters"] < 0.01 * metrics["base_parameters"]
+    published = publish_run("smollm2-coq-lora", "coq", jobs_dir=results, store_root=tmp_path)
+    assert published["served_as"] == "smollm2-135m:coq"
+    stored = adapters.open_adapter("smollm2-135m", "coq", tmp_path)
+    assert stored.verify() == [] and stored.manifest["training"]["trainable_parameters"] == counted
+    evaluation = json.loads((results / "published.json").read_text())["models"]
+    assert evaluation["smollm2-coq-lora"]["perplexity"] <= 0.7 * evaluation["smollm2-135m"]["perplexity"]
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
