@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 METHODS = ("lora", "dora", "ia3", "prompt", "full")
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class ConfigError(ValueError):
@@ -63,7 +63,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), f.type)
-        if not _RUN_ID.fullmatch(self.run_id):
+        if not RUN_ID.fullmatch(self.run_id):
             raise ConfigError(f"run_id {self.run_id!r}: 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit")
         if self.method not in METHODS:
             raise ConfigError(f"method {self.method!r} is unknown; use one of {', '.join(METHODS)}")

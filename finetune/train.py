@@ -34,19 +34,26 @@ class Cancelled(Exception):
     """The run stopped at a step boundary because a cancel was asked for; its checkpoint is saved."""
 
 
-def load_base(base: str, store_root: Path | None = None):
-    """(fp32 model, tokenizer, store entry) of a text-generation store entry."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def base_entry(base: str, store_root: Path | None = None):
+    """The store entry of a text-generation base model, or a ConfigError saying why it cannot be one."""
     from aigc.runtime import errors, store
 
     try:
         stored = store.open_model(base, store_root)
     except errors.ModelNotFound as exc:
         raise ConfigError(f"base {base!r}: {exc}") from None
-    if stored.manifest.get("task") != "text-generation":
-        raise ConfigError(f"base {base!r} is a {stored.manifest.get('task')!r} model, not text-generation")
+    task = stored.manifest.get("task")
+    if task != "text-generation":
+        raise ConfigError(f"base {base!r} is a {task!r} model, not text-generation")
+    return stored
+
+
+def load_base(base: str, store_root: Path | None = None):
+    """(fp32 model, tokenizer, store entry) of a text-generation store entry."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stored = base_entry(base, store_root)
     tokenizer = AutoTokenizer.from_pretrained(str(stored.path))
     # fp32: this CPU has no fast bf16 matmul, and adapters are trained in fp32 anyway
     model = AutoModelForCausalLM.from_pretrained(str(stored.path), dtype=torch.float32)
@@ -132,13 +139,7 @@ class Run:
         # everything that can be wrong with the input is found here, before a model is loaded
         for split in ("train", "validation"):
             blocks.files_for(self.cfg.corpus, self.data_dir, split)
-        from aigc.runtime import errors, store
-        try:
-            task = store.open_model(self.cfg.base, self.store_root).manifest.get("task")
-        except errors.ModelNotFound as exc:
-            raise ConfigError(f"base {self.cfg.base!r}: {exc}") from None
-        if task != "text-generation":
-            raise ConfigError(f"base {self.cfg.base!r} is a {task!r} model, not text-generation")
+        base_entry(self.cfg.base, self.store_root)
         saved = self.dir.path / "config.json"
         if saved.is_file() and json.loads(saved.read_text()) != self.cfg.to_dict():
             raise ConfigError(f"run {self.cfg.run_id!r} exists with another config ({saved}); "

@@ -21,12 +21,12 @@ import threading
 
 from aigc.runtime import errors
 from finetune import jobs
-from finetune.config import ConfigError, RunConfig, default_jobs_dir
+from finetune.config import RUN_ID, ConfigError, RunConfig, default_jobs_dir
 from finetune.data import DataError
 
 log = logging.getLogger("aigc.runtime")
 _one_at_a_time = threading.Lock()
-_RUN_ROUTE = re.compile(r"/runs/(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})(?P<cancel>/cancel)?")
+_RUN_ROUTE = re.compile(rf"/runs/(?P<id>{RUN_ID.pattern})(?P<cancel>/cancel)?")
 
 
 def handle(event, context):
