@@ -2,11 +2,14 @@
 
 `./template/<lang>/` is copied to `./build/<fn>/`, then the handler folder is
 copied over `./build/<fn>/function/`. The result is what a container build
-sees and what the local runner starts from.
+sees and what the local runner starts from. Like the templates' Dockerfiles,
+assembly compiles the Python files to bytecode once, so no instance compiles
+them at start (PYTHONDONTWRITEBYTECODE would make every start pay again).
 """
 
 from __future__ import annotations
 
+import compileall
 import shlex
 import shutil
 import sys
@@ -34,7 +37,18 @@ def assemble(fn: StackFunction, root: Path, build_dir: Path | None = None) -> Pa
     if not fn.handler.is_dir():
         raise FileNotFoundError(f"handler folder {fn.handler} of {fn.name!r} does not exist")
     shutil.copytree(fn.handler, context / "function", ignore=_SKIP, dirs_exist_ok=True)
+    compile_bytecode(context)
     return context
+
+
+def compile_bytecode(context: Path) -> None:
+    """What the Dockerfiles' `python -m compileall -q index.py aigc function` does. A file that
+    does not compile is left to fail at import, where the instance reports it."""
+    if (context / "index.py").is_file():
+        compileall.compile_file(context / "index.py", quiet=2)
+    for folder in ("aigc", "function"):
+        if (context / folder).is_dir():
+            compileall.compile_dir(context / folder, quiet=2)
 
 
 def entrypoint(context: Path) -> list[str]:

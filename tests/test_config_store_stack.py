@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,6 +103,21 @@ def test_build_context_is_template_plus_handler_like_faas_cli(tmp_path):
     assert (context / "aigc" / "runtime" / "app.py").is_file()
     argv = buildctx.entrypoint(context)
     assert argv[1:] == ["-m", "gunicorn", "-c", "python:aigc.runtime.gunicorn_conf", "index:app"]
+
+
+def test_build_context_ships_bytecode_like_the_images(tmp_path):
+    """Instances never compile sources at start (PYTHONDONTWRITEBYTECODE would make each start pay)."""
+    import importlib.util
+
+    context = buildctx.assemble(echo_function(), REPO, tmp_path)
+    sources = [context / "index.py", context / "function" / "handler.py", *(context / "aigc").rglob("*.py")]
+    missing = [str(p) for p in sources if not Path(importlib.util.cache_from_source(p)).is_file()]
+    assert len(sources) > 20 and missing == []
+    # the bytecode matches its source, so Python uses it instead of compiling again
+    check = subprocess.run([sys.executable, "-c", "import index"], cwd=context, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONVERBOSE": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    loaded = [line for line in check.stderr.splitlines() if "code object from" in line and str(context) in line]
+    assert loaded and all(".pyc" in line for line in loaded), check.stderr[-2000:]
 
 
 def test_fast_path_mode_is_validated(monkeypatch):
