@@ -79,3 +79,11 @@ def test_cache_off_and_unwritable_cache_still_give_sessions(tmp_path, monkeypatc
     blocker.write_text("")
     monkeypatch.setenv(aort.CACHE_ENV, str(blocker / "cache"))  # mkdir fails: a file is in the way
     assert aort.session(model)._model_path == str(model)
+
+
+def test_a_broken_model_still_reports_its_own_error(tmp_path, cache):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"this is not a protobuf")
+    with pytest.raises(Exception, match="(?i)protobuf|load model"):
+        aort.session(model)
+    assert not cache.exists() or list(cache.iterdir()) == []  # no partial file left behind

@@ -1,7 +1,7 @@
 """ONNX Runtime helpers shared by the ONNX functions. Import only inside `Model.load()`.
 
 Sessions start from a cached optimized graph when one exists: ORT's full
-graph optimization is a third of a small model's load time, and its result
+graph optimization is about half of a small model's session creation, and its result
 (NCHWc layouts, fused kernels) fits only the ORT build and CPU that made it,
 so each cached graph is keyed by both, and by the model file's identity.
 Under `AIGC_ORT_CACHE` (default `~/.cache/aigc/ort`; `off` disables it).
@@ -9,6 +9,7 @@ Under `AIGC_ORT_CACHE` (default `~/.cache/aigc/ort`; `off` disables it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -91,14 +92,16 @@ def session(path: Path):
             return _new_session(ort, cached, optimize=False)
         except Exception:  # a damaged cache file: drop it and optimize the original again
             cached.unlink(missing_ok=True)
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")  # workers starting together
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")  # workers starting together
         sess = _new_session(ort, path, optimize=True, save_to=partial)
         os.replace(partial, cached)
         return sess
-    except OSError:  # a read-only or full cache costs the optimization, never the instance
-        return _new_session(ort, path, optimize=True)
+    except Exception:  # a read-only or full cache costs the optimization, never the instance
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        return _new_session(ort, path, optimize=True)  # a broken model raises its own error here
 
 
 def tensor_specs(nodes) -> tuple[TensorSpec, ...]:
