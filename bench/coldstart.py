@@ -3,8 +3,9 @@
 Each function's build context is assembled once, as a deploy (or an image
 build) does; each run then starts the template's real entrypoint in it
 (gunicorn) and polls the function with a real request every 5 ms until it
-answers 200 -- what a scale from zero costs. Printed next to `python -c "import transformers"` and the same
-models served through torch, as medians of N runs measured in this one run.
+answers 200 -- what a scale from zero costs. Printed next to
+`python -c "import transformers"` and the same models served through torch,
+as medians of N runs measured in this one run.
 
     .venv/bin/python bench/coldstart.py [--runs 7]
 """
