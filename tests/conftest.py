@@ -6,6 +6,7 @@ import io
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,32 @@ def photos():
 def echo_function(**environment) -> stack.StackFunction:
     return stack.StackFunction(name="echo", lang="aigc-onnx", handler=REPO / "tests" / "handlers" / "echo",
                                image="localhost/echo:test", environment=environment)
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory):
+    """A real moto_server process (S3 over HTTP), started once per session."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    import requests
+
+    deadline = time.monotonic() + 60  # a busy 2-core machine can take a while to import moto
+    while True:
+        assert proc.poll() is None, f"moto_server exited with {proc.returncode}; see {log.name}"
+        try:
+            requests.get(url + "/moto-api/", timeout=2)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "moto_server did not answer within 60 s"
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()

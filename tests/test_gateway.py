@@ -28,6 +28,7 @@ FUNCTIONS = {
     "victim": {"labels": {"com.openfaas.scale.min": "1"}},
     "jobs": {"labels": {"com.openfaas.scale.min": "1"}, "environment": {"FROM_INLINE": "inline", "BOTH": "inline"},
              "environment_file": ["env.yml"], "secrets": ["api-key"]},
+    "broken": {"labels": {"com.openfaas.scale.zero": "true"}, "environment": {"FAIL_LOAD": "1"}},
 }
 
 
@@ -78,6 +79,14 @@ def test_unknown_functions_are_404(gateway):
                          json={"serviceName": "nope", "replicas": 1}).status_code == 404
     assert requests.delete(gateway.url + "/system/functions", auth=gateway.auth,
                            json={"functionName": "nope"}).status_code == 404
+
+
+def test_a_model_that_cannot_load_fails_requests_with_its_cause_not_a_timeout(gateway):
+    started = time.monotonic()
+    resp = requests.post(gateway.url + "/function/broken", data=b"x", timeout=60)
+    assert resp.status_code == 503 and "fails to start" in resp.json()["error"]
+    assert "failed: doubler: RuntimeError: weights file is corrupt" in resp.json()["error"]
+    assert time.monotonic() - started < 30, "each replica's own failure report ends its start at once"
 
 
 def test_scale_from_zero_answers_the_request_then_scales_to_zero(gateway):

@@ -21,35 +21,6 @@ from conftest import REPO, free_port
 NAME = "tiny--coq"  # an adapter-style entry name: '--' must survive as a key and a directory
 
 
-@pytest.fixture(scope="module")
-def moto_url(tmp_path_factory):
-    """A real moto_server process (S3 over HTTP), started once for this file."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import requests
-
-    deadline = time.monotonic() + 60  # a busy 2-core machine can take a while to import moto
-    while True:
-        assert proc.poll() is None, f"moto_server exited with {proc.returncode}; see {log.name}"
-        try:
-            requests.get(url + "/moto-api/", timeout=2)
-            break
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline, "moto_server did not answer within 60 s"
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
-
-
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     """Isolated store, cache and AWS settings: no ~/.aws, no ambient endpoint or profile."""
@@ -153,8 +124,44 @@ def test_flipped_byte_in_an_s3_blob_is_refused_and_leaves_nothing(s3, tmp_path):
     # whatever else was fetched before the bad blob is verified content, named by its hash; no temp files
     for blob in cache.iterdir():
         assert blob.name == store.sha256_file(blob)
-    with pytest.raises(errors.ModelNotFound):
+    # an instance opening it pulls again (AIGC_MODEL_REMOTE is set) and is refused the same way
+    with pytest.raises(remote.IntegrityError):
         store.open_model(NAME)
+    assert not store_root.exists() or [p.name for p in store_root.iterdir()] in ([], [".blobs"])
+
+
+def test_open_model_pulls_a_missing_entry_once_and_records_it(s3, tmp_path):
+    entry = make_entry(tmp_path / "src")
+    remote.from_env().push(entry)
+    store.pulls.pop(NAME, None)
+    opened = store.open_model(NAME)  # not in the (empty) store: fetched from AIGC_MODEL_REMOTE first
+    assert opened.path == tmp_path / "store" / NAME and not opened.verify()
+    record = store.pulls[NAME]
+    blobs = {f["sha256"]: f["size"] for f in opened.manifest["files"].values()}  # one download per content
+    assert record["bytes"] == sum(blobs.values()) and record["seconds"] > 0
+    modes = {oct(p.stat().st_mode & 0o777) for p in [opened.path, *opened.path.iterdir()]}
+    assert modes == {"0o755", "0o644"}, "entries are world-readable, for a read-only mount as any uid"
+    record["seconds"] = -1.0
+    store.open_model(NAME)  # present now: no second pull
+    assert store.pulls[NAME]["seconds"] == -1.0
+
+
+def test_without_a_remote_a_missing_entry_is_404_naming_the_ways(env):
+    with pytest.raises(errors.ModelNotFound, match="AIGC_MODEL_REMOTE"):
+        store.open_model("not-there")
+
+
+def test_a_pull_that_finds_the_entry_already_published_keeps_it(s3, tmp_path):
+    """Two instances sharing a store volume may pull at once: the first entry in place wins, intact."""
+    entry = make_entry(tmp_path / "src")
+    rem = remote.from_env()
+    rem.push(entry)
+    first = rem.pull(NAME)
+    marker = first.path / "manifest.json"
+    before = marker.stat().st_ino
+    rem.pull(NAME, replace=False)
+    assert marker.stat().st_ino == before and not store.open_model(NAME).verify()
+    assert [p.name for p in (tmp_path / "store").iterdir() if p.name.startswith(".pull-")] == []
 
 
 def test_a_corrupt_local_entry_is_never_published(s3, tmp_path):

@@ -56,15 +56,30 @@ def test_request_during_load_waits_instead_of_failing(monkeypatch):
     assert resp.status_code == 200 and resp.json["outputs"][0]["data"] == [2.0, 4.0]
 
 
-def test_failed_load_is_reported_not_hidden(monkeypatch):
+def test_failed_load_is_reported_not_hidden(monkeypatch, caplog):
+    caplog.set_level("INFO", logger="aigc.runtime")
     _, client = make_client(monkeypatch, fail=True)
     deadline = time.monotonic() + 5
     while client.get("/_/health").status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.01)
     health = client.get("/_/health")
-    assert health.status_code == 503 and "weights file is corrupt" in health.json["error"]
+    assert health.status_code == 503 and health.json["error"].startswith("failed: doubler: ")
+    assert "weights file is corrupt" in health.json["error"]
+    ready = client.get("/_/ready")  # not "loading": probes and `kubectl describe` must say why
+    assert ready.status_code == 503 and ready.json == health.json
+    assert client.get("/v2/health/ready").json == health.json
     resp = client.post("/", data=b"hi")
     assert resp.status_code == 503 and "failed to load" in resp.json["error"]
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "failed to load" in r.getMessage()]
+    assert len(errors) == 1 and "doubler" in errors[0].getMessage() and "corrupt" in errors[0].getMessage()
+
+
+def test_a_loaded_model_logs_one_ready_line(monkeypatch, caplog):
+    caplog.set_level("INFO", logger="aigc.runtime")
+    _, client = make_client(monkeypatch)
+    wait_ready(client)
+    lines = [r.getMessage() for r in caplog.records if "ready in" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("model doubler ready in ")
 
 
 def test_oip_server_and_model_metadata(monkeypatch):

@@ -191,7 +191,8 @@ class FunctionPool:
 
     async def _await_ready(self, replica: Replica) -> None:
         deadline = replica.started + self.ready_timeout
-        while replica.state == "starting" and time.monotonic() < deadline:
+        failed = None  # the instance's own "failed: …" (a model that cannot load): no point waiting on
+        while replica.state == "starting" and time.monotonic() < deadline and not failed:
             if not replica.alive():
                 break
             try:
@@ -202,13 +203,16 @@ class FunctionPool:
                         self.on_replica_ready(time.monotonic() - replica.started)
                         await self._notify()
                         return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+                    if resp.status == 503:
+                        error = str((await resp.json(content_type=None) or {}).get("error", ""))
+                        failed = error if error.startswith("failed:") else None
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError):
                 pass
             await asyncio.sleep(0.01)
         if replica.state == "starting":
             self.start_failures += 1
-            self.last_start_error = (f"replica exited with code {replica.instance.process.returncode}"
-                                     if not replica.alive() else f"not ready after {self.ready_timeout:.0f}s")
+            self.last_start_error = failed or (f"replica exited with code {replica.instance.process.returncode}"
+                                               if not replica.alive() else f"not ready after {self.ready_timeout:.0f}s")
             self.last_start_error += "; log tail: " + replica.log_tail(400).strip().replace("\n", " | ")
             replica.state = "dead"
             if replica in self.replicas:

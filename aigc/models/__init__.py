@@ -54,6 +54,7 @@ def build(name: str, root: Path | None = None, force: bool = False) -> store.Sto
         try:
             existing = store.open_model(name, root)
             if not existing.verify():
+                store.make_readable(existing.path)  # entries built before the store wrote them world-readable
                 return existing
         except store.errors.AigcError:
             pass  # damaged (missing file, wrong size): rebuild below
@@ -67,9 +68,7 @@ def build(name: str, root: Path | None = None, force: bool = False) -> store.Sto
         manifest.update(name=name, builder=BUILDERS[name], aigc_version=__version__,
                         build_seconds=round(time.perf_counter() - started, 3))
         store.write_manifest(work, manifest)
-        if target.exists():
-            shutil.rmtree(target)
-        work.rename(target)
+        store.publish(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return store.open_model(name, root)

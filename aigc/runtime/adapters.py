@@ -95,9 +95,7 @@ def write_adapter(files_dir: Path, base: str, adapter: str, root: Path | None = 
                 shutil.copyfile(Path(files_dir) / rel, work / rel)
         store.write_manifest(work, dict(extra or {}, name=target.name, task=TASK, format="peft", base=base,
                                         adapter=adapter))
-        if target.exists():
-            shutil.rmtree(target)
-        work.rename(target)
+        store.publish(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return store.open_model(target.name, root)

@@ -19,7 +19,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import __version__
-from . import errors, metrics, oip
+from . import errors, metrics, oip, store
 from .config import Settings
 from .handler import Context, Event, to_response
 from .limits import Gate
@@ -69,6 +69,11 @@ class Runtime:
 
     def ready(self) -> bool:
         return all(m.ready for m in self.models.values())
+
+    def failures(self) -> str | None:
+        """`failed: <model>: <cause>` for every model that could not load, or None."""
+        failed = [f"{m.name}: {m.load_error}" for m in self.models.values() if m.failed]
+        return "failed: " + "; ".join(failed) if failed else None
 
 
 def _error(status: int, message: str) -> Response:
@@ -143,15 +148,20 @@ def create_app(handler_module: str | ModuleType | None = None, settings: Setting
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     # --- instance health (of-watchdog paths) ------------------------------
+    # A model that failed to load makes both probes say why: readiness keeps traffic away, and
+    # liveness has the platform restart the instance (a later pull or mount may succeed).
     @app.get("/_/health")
     def health():
-        failed = [f"{m.name}: {m.load_error}" for m in runtime.models.values() if m.failed]
+        failed = runtime.failures()
         if failed:
-            return _error(503, "model failed to load: " + "; ".join(failed))
+            return _error(503, failed)
         return jsonify(status="ok")
 
     @app.get("/_/ready")
     def ready():
+        failed = runtime.failures()
+        if failed:
+            return _error(503, failed)
         if runtime.gate.full():
             return _error(429, "at max_inflight")
         if not runtime.ready():
@@ -164,6 +174,9 @@ def create_app(handler_module: str | ModuleType | None = None, settings: Setting
             metrics.MODEL_READY.labels(m.name).set(1 if m.ready else 0)
             if m.load_seconds is not None:
                 metrics.MODEL_LOAD.labels(m.name).set(m.load_seconds)
+        for name, pulled in list(store.pulls.items()):
+            metrics.MODEL_PULL.labels(name).set(pulled["seconds"])
+            metrics.MODEL_PULL_BYTES.labels(name).set(pulled["bytes"])
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
 
@@ -179,7 +192,7 @@ def create_app(handler_module: str | ModuleType | None = None, settings: Setting
     @app.get("/v2/health/ready")
     def server_ready():
         if not runtime.ready():
-            return _error(503, "model is loading")
+            return _error(503, runtime.failures() or "model is loading")
         return jsonify(ready=True)
 
     @app.get("/v2/models/<name>")

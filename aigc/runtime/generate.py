@@ -193,8 +193,26 @@ class CausalLM(Model):
             self.net(input_ids=torch.tensor([[next(iter(self.eos_ids), 0)]]))
 
     # --- names ----------------------------------------------------------------
-    def served_names(self) -> list[str]:
-        return [self.name] + [adapters.served_name(self.name, a) for a in adapters.list_adapters(self.name)]
+    def served_names(self, wanted: Any = None) -> list[str]:
+        """The base and its adapters in the store. `wanted`, an adapter of this base that the store
+        lacks, is first pulled from AIGC_MODEL_REMOTE when one is set: a new instance serves every
+        published adapter on its first request for it, outside the forward-pass lock."""
+        names = [self.name] + [adapters.served_name(self.name, a) for a in adapters.list_adapters(self.name)]
+        base, adapter = adapters.split_served(wanted) if isinstance(wanted, str) else (None, None)
+        if base == self.name and adapter and wanted not in names:
+            adapters.check_name(adapter)
+            from .remote import RemoteError
+
+            try:
+                adapters.open_adapter(self.name, adapter)
+            except errors.ModelNotFound:
+                return names  # not on the remote either (or none is set): the request gets its 404
+            except RemoteError as exc:
+                raise errors.ModelNotReady(f"adapter {wanted!r} could not be pulled: {exc}") from None
+            except ValueError as exc:  # IntegrityError: the remote copy is corrupt
+                raise errors.ServerError(f"adapter {wanted!r} was refused: {exc}") from None
+            names.append(wanted)
+        return names
 
     def adapter_of(self, served: str) -> str | None:
         base, adapter = adapters.split_served(served)

@@ -7,13 +7,22 @@ until graceful_timeout (30 s measured here), which would stall scale-to-zero;
 gthread workers (our default) were not seen to hang, but users may switch.
 """
 
+import logging
 import os
 import shutil
+import sys
 import tempfile
 
 from aigc.runtime.config import Settings
 
 _settings = Settings.from_env()
+
+# the runtime's own lines (a model ready or failed, with its pull) go to stderr beside gunicorn's
+_handler = logging.StreamHandler(sys.stderr)
+_handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                                        "%Y-%m-%d %H:%M:%S %z"))
+logging.getLogger("aigc").addHandler(_handler)
+logging.getLogger("aigc").setLevel(logging.INFO)
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
@@ -26,6 +35,9 @@ keepalive = 5
 limit_request_line = 8190
 # gunicorn 27's control socket defaults to one path per user, which side-by-side instances would fight over
 control_socket_disable = True
+# worker heartbeats: /dev/shm is a tmpfs in every container, also under a read-only root filesystem
+if os.access("/dev/shm", os.W_OK):
+    worker_tmp_dir = "/dev/shm"
 
 if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     # set before the app (and prometheus_client) is imported by preload

@@ -22,6 +22,10 @@ IN_FLIGHT = Gauge("http_requests_in_flight", "Inference requests being served",
 MODEL_LOAD = Gauge("aigc_model_load_seconds", "Seconds the model took to load", ["model"],
                    multiprocess_mode="max")
 MODEL_READY = Gauge("aigc_model_ready", "1 once the model is loaded", ["model"], multiprocess_mode="min")
+MODEL_PULL = Gauge("aigc_model_pull_seconds", "Seconds this instance spent pulling the model from AIGC_MODEL_REMOTE",
+                   ["model"], multiprocess_mode="max")
+MODEL_PULL_BYTES = Gauge("aigc_model_pull_bytes", "Bytes this instance downloaded pulling the model",
+                         ["model"], multiprocess_mode="max")
 
 
 def observe(route: str, method: str, code: int, seconds: float) -> None:

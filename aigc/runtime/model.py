@@ -8,12 +8,17 @@ once while `/_/ready` stays 503 until the weights are in memory.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors
+from . import errors, store
+
+log = logging.getLogger("aigc.runtime")
+# Kubernetes shows this file's text as the container's last state in `kubectl describe pod`
+TERMINATION_LOG = "/dev/termination-log"
 
 DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
              "FP16", "FP32", "FP64", "BYTES")
@@ -81,7 +86,24 @@ class Model:
             self.load_error = f"{type(exc).__name__}: {exc}"
         finally:
             self.load_seconds = time.perf_counter() - started
+            self._report()
             self._loaded.set()
+
+    def _report(self) -> None:
+        """The cold-start log line: once per load, with the pull from AIGC_MODEL_REMOTE when there was one."""
+        pulled = store.pulls.get(self.name)
+        via = (f" (pulled {pulled['bytes'] / 1e6:.1f} MB from {pulled['remote']} in {pulled['seconds']:.2f} s)"
+               if pulled else "")
+        if self.load_error is None:
+            log.info("model %s ready in %.2f s%s", self.name, self.load_seconds, via)
+            return
+        log.error("model %s failed to load after %.2f s%s: %s", self.name, self.load_seconds, via, self.load_error)
+        try:  # "r+": write only where the kubelet made the file, never create one elsewhere
+            with open(TERMINATION_LOG, "r+") as fh:
+                fh.truncate()
+                fh.write(f"model {self.name} failed to load: {self.load_error}\n")
+        except OSError:
+            pass  # not on Kubernetes: the log line above is the report
 
     def wait_ready(self, timeout: float) -> None:
         """Block until loaded; raise ModelNotReady if loading failed or is too slow."""

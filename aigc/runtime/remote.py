@@ -9,7 +9,8 @@ whose blobs are not all there is never visible: a single S3 PUT (or a rename
 on a filesystem) is atomic, and nothing reads a blob that no ref names.
 Blobs the remote already has are not uploaded again.
 
-`pull` fetches blobs into a local cache ($AIGC_BLOB_CACHE, `sha256/<hex>`),
+`pull` fetches blobs into a local cache ($AIGC_BLOB_CACHE, by default
+`<store>/.blobs/sha256/<hex>`, on the store's volume so entries are hard links),
 hashing each download before it may enter the cache, then builds the store
 entry in a temporary directory and renames it into place, manifest last, as
 `adapters.write_adapter` does. A hash mismatch raises `IntegrityError`, a
@@ -58,9 +59,10 @@ class RemoteError(RuntimeError):
     """The remote could not be used: unreachable, refused, or misconfigured."""
 
 
-def default_blob_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "aigc" / "blobs"
+def default_blob_cache(store_root: Path) -> Path:
+    """Beside the entries, on the same volume: pulls hard-link instead of copying, and a container
+    whose only writable place is the store's volume (an emptyDir, a PVC) can still pull."""
+    return Path(store_root) / ".blobs"
 
 
 def check_name(name: str) -> str:
@@ -101,7 +103,8 @@ class Remote:
     url: str
 
     def __init__(self, cache: Path | None = None):
-        self.cache = Path(cache) if cache else read_env(os.environ, ENV_CACHE, Path, default_blob_cache())
+        # None: the default cache beside the store that a pull writes into
+        self.cache = Path(cache) if cache else read_env(os.environ, ENV_CACHE, Path, None)
         self.downloads = 0  # blobs fetched from the remote by this object; cache hits do not count
         self.last_pull: dict[str, Any] = {}
 
@@ -155,8 +158,12 @@ class Remote:
         self._put_bytes(self.ref_key(name), ref)  # last: from now on readers see the entry
         return {"name": name, "remote": self.url, "uploaded": uploaded, "skipped": skipped, "bytes": sent}
 
-    def pull(self, name: str, store_root: Path | str | None = None) -> store.StoredModel:
+    def pull(self, name: str, store_root: Path | str | None = None, replace: bool = True) -> store.StoredModel:
+        """Fetch `name` into the store. With `replace` off, an entry that appears meanwhile (another
+        process pulled it) is kept and this download is dropped."""
         check_name(name)
+        root = Path(store_root) if store_root else store.store_root()
+        cache = self.cache or default_blob_cache(root)
         ref = self._read(self.ref_key(name))
         if ref is None:
             raise errors.ModelNotFound(f"model {name!r} is not on the remote {self.url}; "
@@ -166,12 +173,11 @@ class Remote:
         blobs = {}
         for rel, entry in sorted(files.items()):
             if entry["sha256"] not in blobs:
-                blobs[entry["sha256"]], downloaded = self._cached_blob(name, rel, entry)
+                blobs[entry["sha256"]], downloaded = self._cached_blob(cache, name, rel, entry)
                 if downloaded:
                     fetched, received = fetched + 1, received + entry["size"]
                 else:
                     cached += 1
-        root = Path(store_root) if store_root else store.store_root()
         root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".pull-{name}-", dir=root))
         try:
@@ -183,20 +189,17 @@ class Remote:
                 except OSError:  # another filesystem
                     shutil.copyfile(blobs[entry["sha256"]], dest)
             (work / store.MANIFEST).write_bytes(ref)  # last, as in write_manifest
-            target = root / name
-            if target.exists():
-                shutil.rmtree(target)
-            work.rename(target)
+            store.publish(work, root / name, replace=replace)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         self.last_pull = {"name": name, "remote": self.url, "downloaded": fetched, "cached": cached,
                           "bytes": received}
         return store.open_model(name, root)
 
-    def _cached_blob(self, name: str, rel: str, entry: dict[str, Any]) -> tuple[Path, bool]:
+    def _cached_blob(self, cache: Path, name: str, rel: str, entry: dict[str, Any]) -> tuple[Path, bool]:
         """The verified cache path of a blob, and whether it had to be downloaded."""
         digest, size = entry["sha256"], entry["size"]
-        path = self.cache / "sha256" / digest
+        path = cache / "sha256" / digest
         if path.is_file():
             if path.stat().st_size == size and store.sha256_file(path) == digest:
                 return path, False
@@ -372,7 +375,7 @@ def from_env(env: dict[str, str] | None = None) -> Remote | None:
     spec = read_env(env, ENV_REMOTE, _parse_remote, None)
     if spec is None:
         return None
-    cache = read_env(env, ENV_CACHE, Path, default_blob_cache())
+    cache = read_env(env, ENV_CACHE, Path, None)
     kind, where, prefix = spec
     if kind == "dir":
         return DirRemote(where, cache=cache)

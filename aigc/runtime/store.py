@@ -7,6 +7,12 @@ The manifest records every file's sha256 and size, the PyPI packages (and
 versions, licences) it was built from, and the builder. Opening a model checks
 sizes only (hashing 20 MB on every cold start would cost ~20 ms);
 `verify()` checks hashes, and `aigc models verify` runs it.
+
+Entries are published world-readable (0755 directories, 0644 files): a store
+mounted read-only into a container is read by whatever uid the platform picks.
+When an entry is missing and AIGC_MODEL_REMOTE is set, `open_model` pulls it
+from the remote first (sha256-verified, see remote.py); `pulls` records what
+each pull cost, for the instance's metrics and its cold-start log line.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +30,9 @@ from . import errors
 from .config import Settings
 
 MANIFEST = "manifest.json"
+MAX_PULL_RECORDS = 256  # adapters are pulled on demand: keep the record bounded
+pulls: dict[str, dict[str, Any]] = {}  # name -> {"seconds", "bytes", "remote"} of this process's pulls
+_pull_lock = threading.Lock()  # one pull at a time per process: two requests for one adapter download it once
 
 
 def store_root() -> Path:
@@ -50,6 +62,36 @@ def write_manifest(model_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, model_dir / MANIFEST)  # a half-built model never has a manifest
     return manifest
+
+
+def make_readable(path: Path) -> None:
+    """0755 directories and 0644 files below `path` (mkdtemp makes 0700, some writers 0600)."""
+    os.chmod(path, 0o755)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o755)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o644)
+
+
+def publish(work: Path, target: Path, replace: bool = True) -> bool:
+    """Move a complete entry (manifest written last) into place, world-readable.
+
+    With `replace` off an entry already at `target` wins (another process pulled
+    it first) and False is returned; the caller removes `work`.
+    """
+    make_readable(work)
+    if target.exists():
+        if not replace:
+            return False
+        shutil.rmtree(target)
+    try:
+        work.rename(target)
+    except OSError:
+        if replace or not target.exists():
+            raise
+        return False
+    return True
 
 
 class StoredModel:
@@ -82,15 +124,35 @@ def open_model(name: str, root: Path | None = None) -> StoredModel:
     root = Path(root) if root else store_root()
     path = root / name
     manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
+    if not manifest_path.is_file() and not _pull(name, root):
         raise errors.ModelNotFound(f"model {name!r} is not in the store at {root}; build it with "
-                                   f"`aigc models build {name}` or set AIGC_MODEL_STORE")
+                                   f"`aigc models build {name}`, set AIGC_MODEL_STORE, or set "
+                                   "AIGC_MODEL_REMOTE to pull it")
     manifest = json.loads(manifest_path.read_text())
     for rel, entry in manifest["files"].items():
         file = path / rel
         if not file.is_file() or file.stat().st_size != entry["size"]:
             raise errors.ServerError(f"model {name!r} is damaged: {rel} is missing or has the wrong size; rebuild it")
     return StoredModel(path, manifest)
+
+
+def _pull(name: str, root: Path) -> bool:
+    """Fetch a missing entry from AIGC_MODEL_REMOTE into `root`; False when no remote is set."""
+    from . import remote  # remote imports this module; boto3 only loads when a pull really happens
+
+    found = remote.from_env()
+    if found is None:
+        return False
+    with _pull_lock:
+        if (root / name / MANIFEST).is_file():  # pulled by another thread meanwhile
+            return True
+        started = time.perf_counter()
+        found.pull(name, root, replace=False)
+        if len(pulls) >= MAX_PULL_RECORDS:
+            pulls.pop(next(iter(pulls)))
+        pulls[name] = {"seconds": time.perf_counter() - started, "bytes": found.last_pull["bytes"],
+                       "remote": found.url}
+    return True
 
 
 def list_models(root: Path | None = None) -> list[StoredModel]:

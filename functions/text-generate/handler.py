@@ -54,7 +54,7 @@ def handle(event, context):
 
 
 def _generate(body, chat: bool):
-    served = model.served_names()
+    served = model.served_names(body.get("model") if isinstance(body, dict) else None)
     if chat:
         request = openai.parse_chat(body, served, MAX_TOKENS)
     else:
