@@ -4,6 +4,7 @@
 #                      and the web UI on :8000 (Ctrl-C stops both)
 #   bash run.sh test   set everything up, then run the tests
 #   bash run.sh bench  set everything up, then run the cold-start benchmark
+#   bash run.sh images set everything up, then build every function's image with podman and run each
 # Setup is idempotent: Debian packages only if missing, the venv only when
 # requirements change, models only when absent or damaged; WebAssembly
 # modules are rebuilt from source each time (about 2 s).
@@ -21,6 +22,11 @@ install_debian_packages() {
   [ "${1:-}" = test ] && [ ! -x /usr/bin/chromium ] && missing+=(chromium)
   # the fine-tuning tests check proofs with Coq's own checker
   [ "${1:-}" = test ] && ! command -v coqc >/dev/null && missing+=(coq)
+  # function images are built and run with podman (runc: crun cannot start containers on every host),
+  # on a base image made with debootstrap where no registry is reachable
+  if [ "${1:-}" = test ]; then
+    for tool in podman buildah runc debootstrap; do command -v $tool >/dev/null || missing+=($tool); done
+  fi
   [ ${#missing[@]} -eq 0 ] && return
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
   $sudo apt-get update -q && $sudo apt-get install -y -q "${missing[@]}"
@@ -43,6 +49,7 @@ setup() {
   install_python_packages
   $VENV/bin/python wasm/build.py
   $VENV/bin/aigc models build --all
+  $VENV/bin/aigc models stage      # link each function's models into its handler folder, for faas-cli build
 }
 
 cmd=${1:-up}
@@ -54,7 +61,8 @@ case "$cmd" in
          trap 'kill $ui_pid 2>/dev/null' EXIT
          $VENV/bin/aigc up "$@" ;;
   test)  setup test; exec $VENV/bin/python -m pytest "$@" ;;
+  images) setup test; AIGC_ALL_IMAGES=1 exec $VENV/bin/python -m pytest -s -rs tests/test_images.py "$@" ;;
   bench) setup; $VENV/bin/python bench/coldstart.py "$@"; exec $VENV/bin/python bench/gateway.py ;;
   setup) setup ;;
-  *) echo "usage: bash run.sh {up|test|bench|setup} [args…]" >&2; exit 2 ;;
+  *) echo "usage: bash run.sh {up|test|bench|images|setup} [args…]" >&2; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""`aigc`: build models into the store, run functions locally, load-test them, keep templates in sync."""
+"""`aigc`: build models into the store, run functions locally, build their images, load-test them."""
 
 from __future__ import annotations
 
@@ -40,6 +40,15 @@ def _models_verify(args) -> int:
         bad += bool(problems)
         print(f"{m.name}: {'ok' if not problems else '; '.join(problems)}")
     return 1 if bad else 0
+
+
+def _models_stage(args) -> int:
+    from . import stack
+    from .models import stage
+
+    for line in stage.stage(stack.load(args.file)):
+        print(line)
+    return 0
 
 
 def _remote():
@@ -127,13 +136,13 @@ def _knative(args) -> int:
     out_dir = Path(args.out)
     wanted = knative.generate(st, out_dir)
     stale = sorted(str(p) for p, text in wanted.items() if not p.is_file() or p.read_text() != text)
-    extra = sorted(str(p) for p in out_dir.glob("*.yaml") if p not in wanted)
+    extra = sorted(str(p) for p in out_dir.rglob("*.yaml") if p not in wanted)
     if args.check:
         for p in stale + extra:
             print(f"stale: {p}")
         return 1 if stale or extra else 0
-    out_dir.mkdir(parents=True, exist_ok=True)
     for path, text in wanted.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     for p in extra:
         Path(p).unlink()
@@ -141,19 +150,21 @@ def _knative(args) -> int:
     return 0
 
 
-def _templates_sync(args) -> int:
-    from . import templates
+def _images_build(args) -> int:
+    from . import stack
+    from .container import base, build
+    from .container.podman import Podman
 
-    status = 0
-    for t in templates.template_dirs():
-        if args.check:
-            problems = templates.drift(t)
-            status |= bool(problems)
-            print(f"{t.name}: {'in sync' if not problems else 'out of sync: ' + ', '.join(problems)}")
-        else:
-            templates.sync(t)
-            print(f"{t.name}: synced")
-    return status
+    st = stack.load(args.file)
+    root = st.path.resolve().parent
+    fns = [st.find(ref) for ref in args.functions] if args.functions else list(st.functions.values())
+    podman = Podman()
+    base.ensure(podman)
+    for fn in fns:
+        print(f"{fn.name}: building {fn.image} (log in {args.logs}/{fn.name}.build.log)", flush=True)
+        done = build.build(fn, root, podman, root / "build", Path(args.logs), no_cache=args.no_cache)
+        print(f"{fn.name}: {done.image}, {done.size / 1e6:.0f} MB, built in {done.seconds:.0f} s", flush=True)
+    return 0
 
 
 def _bench(args) -> int:
@@ -204,6 +215,10 @@ def parser() -> argparse.ArgumentParser:
     pl = models.add_parser("pull", help="fetch an entry from $AIGC_MODEL_REMOTE into the store, sha256-verified")
     pl.add_argument("name")
     pl.set_defaults(func=_models_pull)
+    st = models.add_parser("stage", help="link the entries each function bakes (build arg AIGC_MODELS in "
+                                         "stack.yml) into <handler>/model-store/, for faas-cli build")
+    st.add_argument("-f", "--file", default="stack.yml")
+    st.set_defaults(func=_models_stage)
 
     r = sub.add_parser("run", help="serve functions from stack.yml as local processes")
     r.add_argument("functions", nargs="*", help="function names or handler folders (default: all)")
@@ -258,13 +273,17 @@ def parser() -> argparse.ArgumentParser:
     tu.add_argument("--dry-run", action="store_true", help="measure and print; change no file")
     tu.set_defaults(func=_tune)
 
+    im = sub.add_parser("images", help="container images").add_subparsers(dest="action", required=True)
+    ib = im.add_parser("build", help="build function images as `faas-cli build` does, with podman (a local "
+                                     "stand-in for python:3.11-slim-bookworm is made first where none exists)")
+    ib.add_argument("functions", nargs="*", help="function names (default: all in the stack)")
+    ib.add_argument("-f", "--file", default="stack.yml")
+    ib.add_argument("--logs", default="artifacts/images", help="where build logs go")
+    ib.add_argument("--no-cache", action="store_true")
+    ib.set_defaults(func=_images_build)
+
     w = sub.add_parser("ui", help="the web UI for a gateway (aigc ui --help)", add_help=False)
     w.add_argument("rest", nargs=argparse.REMAINDER, help="--host, --port (8000), --gateway URL")
-
-    t = sub.add_parser("templates", help="template maintenance").add_subparsers(dest="action", required=True)
-    s = t.add_parser("sync", help="copy aigc/runtime into every template")
-    s.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
-    s.set_defaults(func=_templates_sync)
     return p
 
 

@@ -32,6 +32,9 @@ class StackFunction:
     annotations: dict[str, str] = field(default_factory=dict)
     limits: dict[str, str] | None = None
     requests: dict[str, str] | None = None
+    build_args: dict[str, str] = field(default_factory=dict)
+    build_options: list[str] = field(default_factory=list)
+    copy: list[str] = field(default_factory=list)  # the stack's configuration.copy, relative to its folder
 
     def env(self) -> dict[str, str]:
         """environment_file entries (later files win), then inline environment on top, as faas-cli merges them."""
@@ -78,6 +81,7 @@ def load(path: str | Path = "stack.yml") -> Stack:
     if provider.get("name") != "openfaas":
         raise ValueError(f"{path}: provider.name must be 'openfaas'")
     base = path.parent
+    copy = [str(p) for p in ((doc.get("configuration") or {}).get("copy") or [])]  # to every function
     functions = {}
     for name, spec in (doc.get("functions") or {}).items():
         if not _DNS_LABEL.match(name):
@@ -93,5 +97,7 @@ def load(path: str | Path = "stack.yml") -> Stack:
             labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
             annotations={str(k): str(v) for k, v in (spec.get("annotations") or {}).items()},
             limits=_resources(path, name, spec.get("limits")), requests=_resources(path, name, spec.get("requests")),
+            build_args={str(k): str(v) for k, v in (spec.get("build_args") or {}).items()},
+            build_options=[str(o) for o in spec.get("build_options") or []], copy=copy,
         )
     return Stack(path=path, gateway=provider.get("gateway", "http://127.0.0.1:8080"), functions=functions)

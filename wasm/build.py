@@ -6,7 +6,10 @@ imports files under the root file's directory, and generated code should not
 sit next to the sources), then compiles each module for wasm32-freestanding:
 no WASI or other imports, so any wasm runtime can host it.
 
-Outputs: wasm/build/tokenizer.wasm, wasm/build/image.wasm
+Outputs: wasm/build/tokenizer.wasm, wasm/build/image.wasm, also copied to
+aigc/wasm/modules/, where the runtime (and every template, through its link
+to aigc/) ships them. -fstrip makes a build byte-identical wherever it runs,
+so the committed modules are checked against a fresh build by the tests.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
+SHIPPED = HERE.parent / "aigc" / "wasm" / "modules"
 MODULES = {"tokenizer": "tokenizer.zig", "image": "image.zig"}
 
 
@@ -79,8 +83,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "build", help="output folder")
     ap.add_argument("-O", dest="optimize", default="ReleaseFast",
                     choices=["ReleaseFast", "ReleaseSafe", "ReleaseSmall", "Debug"])
+    ap.add_argument("--no-ship", action="store_true", help=f"do not copy the modules to {SHIPPED}")
     args = ap.parse_args()
-    build(args.out.resolve(), args.optimize)
+    built = build(args.out.resolve(), args.optimize)
+    if not args.no_ship and args.optimize == "ReleaseFast":
+        SHIPPED.mkdir(exist_ok=True)
+        for name, path in built.items():
+            dest = SHIPPED / f"{name}.wasm"
+            if not dest.is_file() or dest.read_bytes() != path.read_bytes():
+                shutil.copyfile(path, dest)
+                print(f"updated {dest}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The function runtime shared by every template (copied into their build contexts).
+"""The function runtime shared by every template (each links to it; images carry the files).
 
 A handler module defines `handle(event, context)` and/or a `model` (a `Model`
 subclass instance); see docs/architecture.md.

@@ -102,8 +102,8 @@ def _cache_dir() -> str:
 
 
 def module_dir():
-    """$AIGC_WASM_DIR, else the modules shipped beside this package (template copies carry
-    them there), else the repo's build output (`python wasm/build.py`)."""
+    """$AIGC_WASM_DIR, else the modules shipped beside this package (aigc/wasm/modules, which
+    `python wasm/build.py` keeps current), else the repo's build output."""
     from pathlib import Path
 
     return Path(_module_dir())

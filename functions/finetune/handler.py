@@ -20,9 +20,9 @@ import re
 import threading
 
 from aigc.runtime import errors
-from finetune import jobs
-from finetune.config import RUN_ID, ConfigError, RunConfig, default_jobs_dir
-from finetune.data import DataError
+from .finetune import jobs
+from .finetune.config import RUN_ID, ConfigError, RunConfig, default_jobs_dir
+from .finetune.data import DataError
 
 log = logging.getLogger("aigc.runtime")
 _one_at_a_time = threading.Lock()
@@ -55,7 +55,7 @@ def handle(event, context):
 
 
 def _train(body):
-    from finetune.train import Cancelled, Run
+    from .finetune.train import Cancelled, Run
 
     try:
         cfg = RunConfig.from_dict(body)

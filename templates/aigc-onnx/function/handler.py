@@ -9,6 +9,8 @@ import os
 
 from aigc.runtime import Model, ort, store
 
+SAMPLE = "aigc-onnx"  # the template's sample handler; handler_test.py tests only this one
+
 
 class OnnxModel(Model):
     platform = "onnxruntime_onnx"

@@ -14,6 +14,8 @@ import numpy as np
 
 from aigc.runtime import Model, TensorSpec, errors, store
 
+SAMPLE = "aigc-tf"  # the template's sample handler; handler_test.py tests only this one
+
 MAX_INSTANCES = 64
 
 

@@ -12,6 +12,8 @@ import os
 
 from aigc.runtime import errors, generate, openai
 
+SAMPLE = "aigc-torch"  # the template's sample handler; handler_test.py tests only this one
+
 MAX_TOKENS = 256
 model = generate.CausalLM(os.environ.get("MODEL_NAME", "model"))
 

@@ -1,0 +1,55 @@
+"""finetune's own tests, run by the image's test stage (TEST_ENABLED=true): routes, config errors, and a
+two-step LoRA run on the baked base model and a few Coq lines, so the image is known to train."""
+
+import json
+
+import pytest
+
+from aigc.runtime import errors, testing
+from function import handler
+
+BASE = "smollm2-135m"
+COQ = ("Lemma and_swap : forall P Q : Prop, P /\\ Q -> Q /\\ P.\n"
+       "Proof.\n  intros P Q [p q]. split; assumption.\nQed.\n")
+
+
+@pytest.fixture(autouse=True)
+def jobs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIGC_JOBS_DIR", str(tmp_path / "jobs"))
+    return tmp_path / "jobs"
+
+
+def post(path: str, body) -> dict:
+    return handler.handle(testing.request(path, json.dumps(body)), None)
+
+
+def test_no_runs_yet():
+    assert handler.handle(testing.request("/runs", method="GET"), None) == {"runs": []}
+
+
+@pytest.mark.parametrize("body, fragment", [({"run_id": "x", "method": "qlora"}, "method 'qlora'"),
+                                            ({"run_id": "../etc"}, "run_id"),
+                                            ({"run_id": "x", "steps": "ten"}, "steps"),
+                                            ([1, 2], "mapping")])
+def test_bad_configs_are_400_before_anything_loads(body, fragment):
+    with pytest.raises(errors.InvalidInput, match=fragment):
+        post("/", body)
+
+
+def test_unknown_runs_and_routes_are_404():
+    with pytest.raises(errors.ModelNotFound, match="no run"):
+        handler.handle(testing.request("/runs/nope", method="GET"), None)
+    with pytest.raises(errors.ModelNotFound, match="no route"):
+        handler.handle(testing.request("/train"), None)
+
+
+@testing.needs_model(BASE)
+def test_two_lora_steps_on_the_baked_base(tmp_path, jobs_dir):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "logic.v").write_text(COQ * 8)
+    out = post("/", {"run_id": "image-check", "base": BASE, "corpus": str(corpus), "steps": 2, "batch_size": 1,
+                     "seq_len": 32, "warmup_steps": 0, "eval_every": 0, "eval_blocks": 1, "save_every": 0,
+                     "log_every": 1})
+    assert out["state"] == "succeeded", out
+    assert (jobs_dir / "image-check" / "adapter" / "adapter_model.safetensors").is_file()

@@ -1,0 +1,45 @@
+"""text-generate's own tests, run by the image's test stage (TEST_ENABLED=true) with the baked model."""
+
+import json
+
+import pytest
+
+from aigc.runtime import errors, testing
+from function import handler
+
+needs_model = testing.needs_model(handler.model.name)
+
+
+def post(path: str, body: dict):
+    return handler.handle(testing.request(path, json.dumps(body)), None)
+
+
+def test_models_are_listed_openai_style():
+    out = handler.handle(testing.request("/v1/models", method="GET"), None)
+    assert out["object"] == "list" and out["data"][0]["id"] == handler.model.name
+
+
+@pytest.mark.parametrize("body, field", [({"prompt": "hi", "temperature": -1}, "temperature"),
+                                         ({"prompt": 5}, "prompt"),
+                                         ({"prompt": "hi", "max_tokens": 100000}, "max_tokens"),
+                                         ({"prompt": "hi", "model": "gpt-x"}, "gpt-x"),
+                                         ({"prompt": "hi", "model": "smollm2-135m:../../etc"}, "adapter name")])
+def test_bad_requests_are_refused_before_the_model_is_needed(body, field):
+    body.setdefault("model", handler.model.name)
+    with pytest.raises(errors.AigcError, match=field):
+        post("/v1/completions", body)
+
+
+def test_unknown_routes_are_404():
+    with pytest.raises(errors.ModelNotFound, match="no route"):
+        handler.handle(testing.request("/v1/images"), None)
+
+
+@needs_model
+def test_the_capital_of_france_is_paris():
+    testing.loaded(handler.model)
+    out = post("/v1/chat/completions", {"model": handler.model.name, "max_tokens": 16, "temperature": 0,
+                                        "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+    answer = out["choices"][0]["message"]["content"]
+    assert "Paris" in answer, answer
+    assert out["usage"]["completion_tokens"] <= 16
