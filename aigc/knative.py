@@ -4,6 +4,15 @@ stack.yml is the one source of truth: `aigc knative generate` writes
 knative/<fn>.yaml, and a test fails when a committed file is stale. The
 checks mirror what Knative's webhook enforces on autoscaling annotations,
 which the CRD schema alone does not (values there are plain strings).
+
+One Service per function and per way its model reaches the container:
+- knative/<fn>.yaml        baked into the image (`faas-cli build` with AIGC_MODELS), nothing to mount;
+- knative/pull/<fn>.yaml   pulled at start from AIGC_MODEL_REMOTE into an emptyDir (feature flag
+                           kubernetes.podspec-volumes-emptydir); remote and credentials from the Secret
+                           `aigc-model-remote`;
+- knative/mount/<fn>.yaml  a PersistentVolumeClaim `aigc-models` mounted read-only at the store path
+                           (kubernetes.podspec-persistent-volume-claim).
+The last two run with a read-only root filesystem and a writable /tmp.
 """
 
 from __future__ import annotations
@@ -20,9 +29,13 @@ AS = "autoscaling.knative.dev/"
 MAX_TIMEOUT_SECONDS = 600  # Knative's default max-revision-timeout-seconds
 MAX_CONCURRENCY = 1000     # container-concurrency-max-limit
 HEADER = "# Generated from stack.yml by `aigc knative generate`; edit stack.yml, not this file.\n"
+DELIVERIES = ("baked", "pull", "mount")
+REMOTE_SECRET = "aigc-model-remote"  # AIGC_MODEL_REMOTE, AIGC_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+MODELS_CLAIM = "aigc-models"
+PULL_CACHE_LIMIT = "4Gi"  # the pulled store's bound: the largest model with its adapters fits
 
 
-def service(fn: StackFunction) -> dict:
+def service(fn: StackFunction, delivery: str = "baked") -> dict:
     policy = Policy.from_labels(fn.labels)
     env = fn.env()
     annotations = {
@@ -50,9 +63,35 @@ def service(fn: StackFunction) -> dict:
     resources = {k: v for k, v in (("requests", fn.requests), ("limits", fn.limits)) if v}
     if resources:
         spec["containers"][0]["resources"] = resources
+    _deliver(spec, delivery)
     return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
             "metadata": {"name": fn.name, "labels": {"app.kubernetes.io/part-of": "aigc-functions"}},
             "spec": {"template": {"metadata": {"annotations": annotations}, "spec": spec}}}
+
+
+def _deliver(spec: dict, delivery: str) -> None:
+    """Volumes and settings for a model that is not baked into the image."""
+    if delivery == "baked":
+        return
+    if delivery not in DELIVERIES:
+        raise ValueError(f"delivery must be one of {DELIVERIES}, got {delivery!r}")
+    container = spec["containers"][0]
+    env = [e for e in container["env"] if e["name"] != "AIGC_MODEL_STORE"]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes = [{"name": "tmp", "emptyDir": {}}]
+    if delivery == "pull":
+        env.append({"name": "AIGC_MODEL_STORE", "value": "/models"})
+        container["envFrom"] = [{"secretRef": {"name": REMOTE_SECRET}}]
+        mounts.append({"name": "models", "mountPath": "/models"})
+        volumes.append({"name": "models", "emptyDir": {"sizeLimit": PULL_CACHE_LIMIT}})
+    else:
+        env.append({"name": "AIGC_MODEL_STORE", "value": "/mnt/models"})
+        mounts.append({"name": "models", "mountPath": "/mnt/models", "readOnly": True})
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True}})
+    container["env"] = sorted(env, key=lambda e: e["name"])
+    container["volumeMounts"] = mounts
+    container["securityContext"] = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False}
+    spec["volumes"] = volumes
 
 
 def _number(value: float) -> str:
@@ -104,14 +143,18 @@ def check(manifest: dict) -> list[str]:
     return problems
 
 
-def render(fn: StackFunction) -> str:
-    manifest = service(fn)
+def render(fn: StackFunction, delivery: str = "baked") -> str:
+    manifest = service(fn, delivery)
     problems = check(manifest)
     if problems:
         raise ValueError(f"{fn.name}: " + "; ".join(problems))
     return HEADER + yaml.safe_dump(manifest, sort_keys=False)
 
 
+def path_of(out_dir: Path, fn: StackFunction, delivery: str) -> Path:
+    return out_dir / f"{fn.name}.yaml" if delivery == "baked" else out_dir / delivery / f"{fn.name}.yaml"
+
+
 def generate(stack: Stack, out_dir: Path) -> dict[Path, str]:
     """The files knative/ should hold, by path."""
-    return {out_dir / f"{fn.name}.yaml": render(fn) for fn in stack.functions.values()}
+    return {path_of(out_dir, fn, d): render(fn, d) for fn in stack.functions.values() for d in DELIVERIES}

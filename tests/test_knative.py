@@ -25,7 +25,7 @@ def test_committed_manifests_are_fresh(st):
     wanted = knative.generate(st, REPO / "knative")
     for path, text in wanted.items():
         assert path.is_file() and path.read_text() == text, f"{path.name} is stale: run `aigc knative generate`"
-    assert {p.name for p in (REPO / "knative").glob("*.yaml")} == {p.name for p in wanted}
+    assert set((REPO / "knative").rglob("*.yaml")) == set(wanted)
 
 
 def test_manifests_carry_the_stack_settings(st):
@@ -69,8 +69,9 @@ def test_manifests_validate_against_the_service_crd_schema(st):
     schema = _closed(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     validator = jsonschema.Draft7Validator(schema)
     for fn in st.functions.values():
-        errors = [e.message for e in validator.iter_errors(knative.service(fn))]
-        assert errors == [], (fn.name, errors)
+        for delivery in knative.DELIVERIES:
+            errors = [e.message for e in validator.iter_errors(knative.service(fn, delivery))]
+            assert errors == [], (fn.name, delivery, errors)
     broken = knative.service(next(iter(st.functions.values())))
     broken["spec"]["template"]["spec"]["containers"][0]["imagee"] = "typo"
     broken["spec"]["template"]["spec"]["containerConcurrency"] = "eight"
@@ -97,3 +98,23 @@ def test_spec_limits_are_checked(st):
     m["spec"]["template"]["spec"]["timeoutSeconds"] = 900
     problems = knative.check(m)
     assert any("containerConcurrency" in p for p in problems) and any("timeoutSeconds" in p for p in problems)
+
+
+def test_delivery_variants_mount_what_the_runtime_reads(st):
+    fn = st.functions["text-generate"]
+    baked = knative.service(fn)["spec"]["template"]["spec"]
+    assert "volumes" not in baked and "volumeMounts" not in baked["containers"][0]
+    for delivery, store_path, read_only in (("pull", "/models", None), ("mount", "/mnt/models", True)):
+        spec = knative.service(fn, delivery)["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["AIGC_MODEL_STORE"] == store_path and env["MODEL_NAME"] == "smollm2-135m"
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == store_path)
+        assert mount.get("readOnly") is read_only and {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert {v["name"] for v in spec["volumes"]} == {"tmp", mount["name"]}
+    pull = knative.service(fn, "pull")["spec"]["template"]["spec"]
+    assert pull["containers"][0]["envFrom"] == [{"secretRef": {"name": knative.REMOTE_SECRET}}]
+    assert next(v for v in pull["volumes"] if v["name"] == "models")["emptyDir"]["sizeLimit"]
+    with pytest.raises(ValueError, match="delivery"):
+        knative.service(fn, "ftp")

@@ -127,13 +127,18 @@ def test_write_edits_stack_and_regenerates_knative(tmp_path, monkeypatch):
     shutil.copy(REPO / "stack.yml", tmp_path / "stack.yml")
     shutil.copytree(REPO / "knative", tmp_path / "knative")
     (tmp_path / "functions").symlink_to(REPO / "functions")
-    before = {p.name: p.read_text() for p in (tmp_path / "knative").glob("*.yaml")}
+    def manifests():
+        return {p.relative_to(tmp_path).as_posix(): p.read_text() for p in (tmp_path / "knative").rglob("*.yaml")}
+
+    before = manifests()
     changed = tune.write(tmp_path / "stack.yml", tmp_path / "knative", "image-classify", 2)
-    assert sorted(p.name for p in changed) == ["image-classify.yaml", "stack.yml"]
-    after = {p.name: p.read_text() for p in (tmp_path / "knative").glob("*.yaml")}
-    assert changed_lines(before["image-classify.yaml"], after["image-classify.yaml"]) == [
-        "-        autoscaling.knative.dev/target: '4'", "+        autoscaling.knative.dev/target: '2'"]
-    assert all(after[n] == before[n] for n in before if n != "image-classify.yaml")
+    variants = ["knative/image-classify.yaml", "knative/mount/image-classify.yaml", "knative/pull/image-classify.yaml"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in changed) == variants + ["stack.yml"]
+    after = manifests()
+    for name in variants:  # every way of delivering the model gets the new target, nothing else changes
+        assert changed_lines(before[name], after[name]) == [
+            "-        autoscaling.knative.dev/target: '4'", "+        autoscaling.knative.dev/target: '2'"]
+    assert all(after[n] == before[n] for n in before if n not in variants)
     fn = stack.load(tmp_path / "stack.yml").functions["image-classify"]
     assert fn.labels[TARGET] == "2" and knative.check(knative.service(fn)) == []
     assert cli.main(["knative", "generate", "-f", str(tmp_path / "stack.yml"), "--out", str(tmp_path / "knative"),

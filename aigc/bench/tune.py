@@ -105,7 +105,7 @@ def write(stack_path: Path, knative_dir: Path, fn: str, target: int) -> list[Pat
         changed.append(stack_path)
     for path, manifest in knative.generate(stack.load(stack_path), knative_dir).items():
         if not path.is_file() or path.read_text() != manifest:
-            knative_dir.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(manifest)
             changed.append(path)
     return changed
