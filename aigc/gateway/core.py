@@ -4,7 +4,7 @@ Everything lives under one state directory ($AIGC_STATE_DIR), so two gateways
 with different state dirs and ports run side by side:
 
     secrets/basic-auth-password   the admin password (created on first start)
-    secrets/NAME                  secrets functions may list in stack.yml
+    secrets/NAME                  secrets (POST /system/secrets, or files put there), mode 0600
     build/FN/                     build contexts, assembled as faas-cli does
     logs/FN-N.log                 each replica's output
     queue.sqlite                  accepted async calls
@@ -28,8 +28,10 @@ from .. import buildctx
 from ..stack import Stack
 from .asyncq import Call, Queue
 from .deploy import DeployError, Deployment
+from .logs import LogBook
 from .metrics import GatewayMetrics
 from .pool import FunctionPool, NoReplica
+from .secrets import SecretError, SecretStore
 
 log = logging.getLogger("aigc.gateway")
 RETRY_STATUSES = {429, 502, 503, 504}
@@ -66,6 +68,11 @@ def ensure_password(path: Path) -> tuple[str, bool]:
     return password, True
 
 
+def _copy_secret(source: Path, dest: Path) -> None:
+    shutil.copyfile(source, dest)
+    os.chmod(dest, 0o600)
+
+
 def forward_headers(headers) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
 
@@ -78,6 +85,8 @@ class Gateway:
         for sub in ("secrets", "build", "logs", "mounts"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         self.password, self.password_created = ensure_password(self.state_dir / "secrets" / "basic-auth-password")
+        self.secrets = SecretStore(self.state_dir / "secrets")
+        self.logs = LogBook()
         self.metrics = GatewayMetrics()
         self.queue = Queue(self.state_dir / "queue.sqlite")
         self.pools: dict[str, FunctionPool] = {}
@@ -104,15 +113,29 @@ class Gateway:
 
     # --- deployments ---------------------------------------------------------
     def _mount_secrets(self, deployment: Deployment) -> Path:
+        for name in deployment.secrets:
+            try:
+                found = self.secrets.exists(name)
+            except SecretError as exc:
+                raise DeployError(f"secrets: {exc}") from None
+            if not found:
+                raise DeployError(f"secret {name!r} not found; create it first (faas-cli secret create {name})")
         mount = self.state_dir / "mounts" / deployment.name
         shutil.rmtree(mount, ignore_errors=True)
-        mount.mkdir(parents=True)
+        mount.mkdir(parents=True, mode=0o700)
         for name in deployment.secrets:
-            source = self.state_dir / "secrets" / name
-            if not source.is_file():
-                raise DeployError(f"secret {name!r} not found: create {source}")
-            shutil.copyfile(source, mount / name)
+            _copy_secret(self.secrets.path(name), mount / name)
         return mount
+
+    def secret_changed(self, name: str) -> None:
+        """Refresh (or remove) the secret's file in every function that mounts it, as a cluster does."""
+        for pool in self.pools.values():
+            if name in pool.deployment.secrets:
+                mounted = self.state_dir / "mounts" / pool.deployment.name / name
+                if self.secrets.exists(name):
+                    _copy_secret(self.secrets.path(name), mounted)
+                else:
+                    mounted.unlink(missing_ok=True)
 
     async def deploy(self, deployment: Deployment, replace: bool = False) -> None:
         if deployment.name in self.pools and not replace:
@@ -127,7 +150,7 @@ class Gateway:
             await old.stop_all()
         env = {"AIGC_SECRETS_DIR": str(mount), **deployment.env_vars}
         pool = FunctionPool(deployment, context, self.state_dir / "logs", env, self.session,
-                            self.options.ready_timeout)
+                            self.options.ready_timeout, self.logs)
         pool.wake = self.wake
         pool.on_replica_ready = lambda s, n=deployment.name: self.metrics.replica_start_seconds.labels(n).observe(s)
         self.pools[deployment.name] = pool
@@ -139,6 +162,7 @@ class Gateway:
             return False
         await pool.stop_all()
         self.metrics.forget(name)
+        self.logs.forget(name)
         return True
 
     def scale(self, name: str, replicas: int) -> None:

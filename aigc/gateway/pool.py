@@ -14,6 +14,7 @@ import collections
 import logging
 import math
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import aiohttp
 
 from .. import runner
 from .deploy import Deployment
+from .logs import LogBook, drain
 from .policy import Load, decide
 
 log = logging.getLogger("aigc.gateway")
@@ -66,8 +68,9 @@ class Replica:
 
 class FunctionPool:
     def __init__(self, deployment: Deployment, context: Path, log_dir: Path, env: dict[str, str],
-                 session: aiohttp.ClientSession, ready_timeout: float):
+                 session: aiohttp.ClientSession, ready_timeout: float, logs: LogBook | None = None):
         self.deployment = deployment
+        self.logs = logs or LogBook()
         self.context = context
         self.log_dir = log_dir
         self.env = env
@@ -182,9 +185,9 @@ class FunctionPool:
         index = self._next_index
         self._next_index += 1
         log_path = self.log_dir / f"{self.deployment.name}-{index}.log"
-        with open(log_path, "ab") as out:
-            instance = runner.launch(self.context, self.deployment.fn, free_port(), self.env,
-                                     die_with_parent=True, stdout=out, stderr=out)
+        instance = runner.launch(self.context, self.deployment.fn, free_port(), self.env,
+                                 die_with_parent=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        drain(instance.process.stdout, log_path, self.logs, self.deployment.name, f"{self.deployment.name}-{index}")
         replica = Replica(index, instance, log_path)
         self.replicas.append(replica)
         asyncio.get_running_loop().create_task(self._await_ready(replica))

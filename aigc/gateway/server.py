@@ -8,34 +8,19 @@ text/event-stream passes through unbuffered. Every call carries an X-Call-Id.
 from __future__ import annotations
 
 import asyncio
-import json
-import platform
 import time
 import uuid
 
 import aiohttp
 from aiohttp import web
 
-from .. import __version__
-from . import deploy
+from . import deploy, system
 from .core import Gateway, forward_headers
 from .deploy import DeployError
+from .http import GATEWAY, check_namespace, error, json_errors, read_json as _json
 from .pool import NoReplica
 
 SMALL_BODY = 1 << 20  # bodies up to this are read whole: faster than streaming for typical requests
-GATEWAY = web.AppKey("gateway", Gateway)
-
-
-def error(status: int, message: str, **headers) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
-async def _json(request: web.Request):
-    try:
-        return json.loads(await request.read())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"malformed JSON: {exc}"}),
-                                 content_type="application/json") from None
 
 
 @web.middleware
@@ -52,11 +37,13 @@ async def basic_auth(request: web.Request, handler):
     return await handler(request)
 
 
-def _function_name(raw: str) -> str:
-    name, _, namespace = raw.partition(".")
-    if namespace and namespace != deploy.NAMESPACE:
-        raise web.HTTPNotFound(text=json.dumps({"error": f"namespace {namespace!r} does not exist here"}),
-                               content_type="application/json")
+def _function_name(request: web.Request, invocation: bool = False) -> str:
+    """NAME or NAME.NAMESPACE from the path (and, on /system routes, ?namespace=), checked against
+    the one namespace. An invocation's query string belongs to the function, so it is not read."""
+    name, _, namespace = request.match_info["name"].partition(".")
+    check_namespace(namespace)
+    if not invocation:
+        check_namespace(request.query.get("namespace"))
     return name
 
 
@@ -68,12 +55,13 @@ def _status(gw: Gateway, name: str) -> dict:
 # --- /system ---------------------------------------------------------------
 async def list_functions(request):
     gw = request.app[GATEWAY]
+    check_namespace(request.query.get("namespace"))
     return web.json_response([_status(gw, n) for n in sorted(gw.pools)])
 
 
 async def get_function(request):
     gw = request.app[GATEWAY]
-    name = _function_name(request.match_info["name"])
+    name = _function_name(request)
     if name not in gw.pools:
         return error(404, f"function {name!r} not found")
     return web.json_response(_status(gw, name))
@@ -82,8 +70,10 @@ async def get_function(request):
 async def deploy_function(request):
     gw = request.app[GATEWAY]
     replace = request.method == "PUT"
+    body = await _json(request)
+    check_namespace(body.get("namespace") if isinstance(body, dict) else None)
     try:
-        deployment = deploy.from_request(await _json(request), gw.stack)
+        deployment = deploy.from_request(body, gw.stack)
         if replace and deployment.name not in gw.pools:
             return error(404, f"function {deployment.name!r} not found; deploy it with POST")
         await gw.deploy(deployment, replace=replace)
@@ -95,6 +85,8 @@ async def deploy_function(request):
 async def delete_function(request):
     gw = request.app[GATEWAY]
     body = await _json(request)
+    check_namespace(request.query.get("namespace"))
+    check_namespace(body.get("namespace") if isinstance(body, dict) else None)
     name = body.get("functionName") if isinstance(body, dict) else None
     if not isinstance(name, str) or not name:
         return error(400, "body must be {\"functionName\": NAME}")
@@ -105,10 +97,11 @@ async def delete_function(request):
 
 async def scale_function(request):
     gw = request.app[GATEWAY]
-    name = _function_name(request.match_info["name"])
+    name = _function_name(request)
     if name not in gw.pools:
         return error(404, f"function {name!r} not found")
     body = await _json(request)
+    check_namespace(body.get("namespace") if isinstance(body, dict) else None)
     replicas = body.get("replicas") if isinstance(body, dict) else None
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         return error(400, "body must be {\"serviceName\": NAME, \"replicas\": N} with N >= 0")
@@ -116,13 +109,6 @@ async def scale_function(request):
         return error(400, f"serviceName {body.get('serviceName')!r} does not match the path's {name!r}")
     gw.scale(name, replicas)
     return web.Response(status=202)
-
-
-async def system_info(request):
-    version = {"sha": "", "release": __version__, "commit_message": ""}
-    return web.json_response({"provider": {"provider": "aigc-local", "orchestration": "process",
-                                           "version": {"sha": "", "release": __version__}},
-                              "version": version, "arch": platform.machine()})
 
 
 async def healthz(request):
@@ -137,7 +123,7 @@ async def metrics(request):
 # --- invocation ----------------------------------------------------------------
 async def invoke(request: web.Request):
     gw = request.app[GATEWAY]
-    name = _function_name(request.match_info["name"])
+    name = _function_name(request, invocation=True)
     if name not in gw.pools:
         return error(404, f"function {name!r} not found")
     call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
@@ -191,7 +177,7 @@ async def invoke(request: web.Request):
 
 async def invoke_async(request: web.Request):
     gw = request.app[GATEWAY]
-    name = _function_name(request.match_info["name"])
+    name = _function_name(request, invocation=True)
     if name not in gw.pools:
         return error(404, f"function {name!r} not found")
     body = await request.read()
@@ -209,11 +195,11 @@ async def cancel_async(request: web.Request):
 
 
 def create_app(gateway: Gateway, max_body: int = 64 << 20) -> web.Application:
-    app = web.Application(middlewares=[basic_auth], client_max_size=max_body)
+    app = web.Application(middlewares=[json_errors, basic_auth], client_max_size=max_body)
     app[GATEWAY] = gateway
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/system/info", system_info)
+    system.add_routes(app)
     app.router.add_get("/system/functions", list_functions)
     app.router.add_post("/system/functions", deploy_function)
     app.router.add_put("/system/functions", deploy_function)

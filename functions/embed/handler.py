@@ -1,6 +1,6 @@
 """embed: sentence embeddings from all-MiniLM-L6-v2 (int8 ONNX).
 
-OpenAI-compatible `POST /v1/embeddings` and `GET /v1/models`, plus the Open
+OpenAI-compatible `POST /v1/embeddings` (also at `POST /`) and `GET /v1/models`, plus the Open
 Inference Protocol: `text` (BYTES, N) -> `embedding` (FP32, N x 384).
 Vectors are mean-pooled over real tokens and L2-normalised, as
 sentence-transformers does for this model.
@@ -67,9 +67,13 @@ model = SentenceEmbedder(os.environ.get("MODEL_NAME", "minilm-l6-int8"))
 def handle(event, context):
     if event.path == "/v1/models" and event.method == "GET":
         return openai.model_list([model.name])
-    if event.path == "/v1/embeddings" and event.method == "POST":
-        name, texts, encoding = openai.parse_embeddings(event.json(), [model.name])
+    # POST / takes the same body, so `faas-cli invoke embed` (which can only reach /) is useful
+    if event.path in ("/v1/embeddings", "/") and event.method == "POST":
+        body = event.json()
+        if event.path == "/" and isinstance(body, dict):
+            body.setdefault("model", model.name)
+        name, texts, encoding = openai.parse_embeddings(body, [model.name])
         vectors, tokens = model.embed(texts)
         return openai.embeddings_response(name, vectors, tokens, encoding)
-    raise errors.ModelNotFound(f"no route {event.method} {event.path}; use POST /v1/embeddings, GET /v1/models "
-                               "or the Open Inference Protocol under /v2")
+    raise errors.ModelNotFound(f"no route {event.method} {event.path}; use POST /v1/embeddings (or /), "
+                               "GET /v1/models or the Open Inference Protocol under /v2")

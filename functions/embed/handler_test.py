@@ -33,7 +33,7 @@ def test_bad_requests_are_refused(body, fragment):
 
 def test_unknown_routes_are_404():
     with pytest.raises(errors.ModelNotFound, match="no route"):
-        handler.handle(testing.request("/"), None)
+        handler.handle(testing.request("/", method="GET"), None)
 
 
 @needs_model
@@ -42,3 +42,12 @@ def test_cat_and_kitten_are_close_and_unit_length():
                                       "The stock market fell sharply today."])
     assert cat.shape == (384,) and abs(float(np.linalg.norm(cat)) - 1) < 1e-4
     assert float(cat @ kitten) > 0.5 > float(cat @ stocks)
+
+
+@needs_model
+def test_root_takes_the_same_body_for_faas_cli_invoke():
+    testing.loaded(handler.model)
+    body = json.dumps({"model": handler.model.name, "input": "A cat sits on the mat."})
+    at_root = handler.handle(testing.request("/", body), None)
+    assert at_root == handler.handle(testing.request("/v1/embeddings", body), None)
+    assert len(at_root["data"][0]["embedding"]) == 384

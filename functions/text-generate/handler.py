@@ -2,6 +2,7 @@
 
     POST /v1/completions        prompt -> text
     POST /v1/chat/completions   messages -> assistant message (the model's chat template applied)
+    POST /                      either body: chat with "messages", else a completion (`faas-cli invoke`)
     GET  /v1/models             the base model and its LoRA adapters (`smollm2-135m:<adapter>`)
 
 `stream: true` answers with server-sent events (`data: {chunk}` ... `data: [DONE]`).
@@ -49,8 +50,13 @@ def handle(event, context):
         return _generate(event.json(), chat=False)
     if route == ("POST", "/v1/chat/completions"):
         return _generate(event.json(), chat=True)
+    if route == ("POST", "/"):
+        body = event.json()
+        if isinstance(body, dict):
+            body.setdefault("model", model.name)  # `faas-cli invoke` users need not know the model's name
+        return _generate(body, chat=isinstance(body, dict) and "messages" in body)
     raise errors.ModelNotFound(f"no route {event.method} {event.path}; use POST /v1/completions, "
-                               "POST /v1/chat/completions or GET /v1/models")
+                               "POST /v1/chat/completions, POST / or GET /v1/models")
 
 
 def _generate(body, chat: bool):

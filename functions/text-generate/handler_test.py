@@ -43,3 +43,12 @@ def test_the_capital_of_france_is_paris():
     answer = out["choices"][0]["message"]["content"]
     assert "Paris" in answer, answer
     assert out["usage"]["completion_tokens"] <= 16
+
+
+@needs_model
+def test_root_answers_a_completion_or_a_chat_for_faas_cli_invoke():
+    testing.loaded(handler.model)
+    completion = post("/", {"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0})
+    assert completion["object"] == "text_completion" and completion["choices"][0]["text"]
+    chat = post("/", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0})
+    assert chat["object"] == "chat.completion"

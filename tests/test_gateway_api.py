@@ -1,0 +1,169 @@
+"""The gateway's /system API against the OpenFaaS OpenAPI spec and faas-cli's expectations: secrets,
+logs, namespaces, provider info, JSON errors. A real gateway process with real replicas."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+
+import pytest
+import requests
+
+from gateway_helpers import GatewayProcess, write_stack
+
+pytestmark = pytest.mark.slow
+
+FUNCTIONS = {"warm": {"labels": {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "2"}},
+             "other": {"labels": {"com.openfaas.scale.min": "1"}}}
+UNKNOWN_NS = "dev"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gwapi")
+    gateway = GatewayProcess(write_stack(tmp / "stack.yml", FUNCTIONS), tmp / "state")
+    gateway.wait_for("warm", lambda s: s["availableReplicas"] == 1, 60, "a warm replica")
+    yield gateway
+    gateway.stop()
+
+
+def call(gw, method: str, path: str, **kwargs) -> requests.Response:
+    kwargs.setdefault("auth", gw.auth)
+    return requests.request(method, gw.url + path, timeout=30, **kwargs)
+
+
+def json_error(resp: requests.Response, status: int) -> str:
+    assert resp.status_code == status, (resp.status_code, resp.text)
+    assert resp.headers["Content-Type"].startswith("application/json"), resp.headers
+    return resp.json()["error"]
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/system/secrets"), ("POST", "/system/secrets"), ("PUT", "/system/secrets"),
+    ("DELETE", "/system/secrets"), ("GET", "/system/logs?name=warm"), ("GET", "/system/namespaces"),
+    ("GET", "/system/info"), ("GET", "/system/functions"), ("GET", "/system/function/warm"),
+    ("POST", "/system/scale-function/warm")])
+def test_every_system_route_needs_basic_auth(gw, method, path):
+    resp = call(gw, method, path, auth=None)
+    assert json_error(resp, 401) and "Basic" in resp.headers["WWW-Authenticate"]
+
+
+def test_namespaces_list_the_one_namespace_and_others_are_404_everywhere(gw):
+    assert call(gw, "GET", "/system/namespaces").json() == ["openfaas-fn"]
+    ns = {"namespace": UNKNOWN_NS}
+    for method, path, kwargs in [
+            ("GET", "/system/functions", {"params": ns}), ("GET", "/system/function/warm", {"params": ns}),
+            ("GET", "/system/secrets", {"params": ns}), ("GET", "/system/logs", {"params": {"name": "warm", **ns}}),
+            ("POST", "/system/scale-function/warm", {"json": {"replicas": 1, **ns}}),
+            ("DELETE", "/system/functions", {"json": {"functionName": "warm", **ns}}),
+            ("POST", "/system/functions", {"json": {"service": "x", "image": "localhost/warm:test", **ns}}),
+            ("POST", "/system/secrets", {"json": {"name": "s", "value": "v", **ns}}),
+            ("POST", f"/function/warm.{UNKNOWN_NS}", {}), ("POST", f"/async-function/warm.{UNKNOWN_NS}", {})]:
+        assert UNKNOWN_NS in json_error(call(gw, method, path, **kwargs), 404), (method, path)
+    assert call(gw, "GET", "/system/function/warm", params={"namespace": "openfaas-fn"}).status_code == 200
+    assert call(gw, "POST", "/function/warm.openfaas-fn", data=b"hi").content == b"hi"
+    # an invocation's query string is the function's: ?namespace= is passed on, not judged
+    assert call(gw, "POST", "/function/warm", params=ns, data=b"ok").content == b"ok"
+
+
+def test_unknown_routes_and_methods_answer_json(gw):
+    assert json_error(call(gw, "GET", "/system/nothing"), 404)
+    assert json_error(call(gw, "PATCH", "/system/functions"), 405)
+    assert json_error(call(gw, "GET", "/nope", auth=None), 404)
+
+
+def test_info_names_the_provider_its_release_and_commit(gw):
+    info = call(gw, "GET", "/system/info").json()
+    assert info["provider"]["provider"] == "aigc-local" and info["arch"]
+    assert info["version"]["release"] == info["provider"]["version"]["release"] != ""
+    assert len(info["version"]["sha"]) == 40 and info["provider"]["version"]["sha"] == info["version"]["sha"]
+
+
+def test_secret_lifecycle_values_never_come_back(gw):
+    name = "api-token"
+    assert call(gw, "POST", "/system/secrets", json={"name": name, "value": "first"}).status_code == 201
+    listed = call(gw, "GET", "/system/secrets").json()
+    assert {"name": name, "namespace": "openfaas-fn"} in listed and "first" not in json.dumps(listed)
+    assert "exists" in json_error(call(gw, "POST", "/system/secrets", json={"name": name, "value": "x"}), 409)
+    mode = (gw.state_dir / "secrets" / name).stat().st_mode & 0o777
+    assert mode == 0o600
+    # a function that names it sees it as a file; an update reaches the running replica
+    deploy = {"service": "reader", "image": "localhost/warm:test", "secrets": [name],
+              "labels": {"com.openfaas.scale.min": "1"}}
+    assert call(gw, "POST", "/system/functions", json=deploy).status_code == 202
+    assert call(gw, "GET", "/function/reader/secret", params={"name": name}).json()["value"] == "first"
+    raw = base64.b64encode(b"second").decode()
+    assert call(gw, "PUT", "/system/secrets", json={"name": name, "rawValue": raw}).status_code == 200
+    assert call(gw, "GET", "/function/reader/secret", params={"name": name}).json()["value"] == "second"
+    assert call(gw, "DELETE", "/system/secrets", json={"name": name}).status_code == 204
+    assert name not in [s["name"] for s in call(gw, "GET", "/system/secrets").json()]
+    assert json_error(call(gw, "DELETE", "/system/secrets", json={"name": name}), 404)
+    assert json_error(call(gw, "PUT", "/system/secrets", json={"name": name, "value": "x"}), 404)
+    assert call(gw, "DELETE", "/system/functions", json={"functionName": "reader"}).status_code == 200
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"name": "../escape", "value": "x"}, 400, "secret name"),
+    ({"name": "Upper", "value": "x"}, 400, "secret name"),
+    ({"name": "basic-auth-password", "value": "x"}, 400, "gateway's own"),
+    ({"name": "novalue"}, 400, "'value'"),
+    ({"name": "badraw", "rawValue": "%%%"}, 400, "base64"),
+    ({"name": 5, "value": "x"}, 400, "secret name"),
+    (["not", "an", "object"], 400, "JSON object"),
+    ("malformed", 400, "malformed JSON"),
+    ({"name": "huge", "value": "x" * (10 << 20)}, 413, "at most"),
+])
+def test_bad_secrets_get_a_4xx_and_the_gateway_keeps_serving(gw, body, status, fragment):
+    data = b"{not json" if body == "malformed" else json.dumps(body).encode()
+    resp = call(gw, "POST", "/system/secrets", data=data, headers={"Content-Type": "application/json"})
+    assert fragment in json_error(resp, status)
+    assert not list(gw.state_dir.glob("escape*")) and not (gw.state_dir / "secrets" / "huge").exists()
+    assert call(gw, "GET", "/system/secrets").status_code == 200
+
+
+def test_deploying_with_a_missing_secret_is_a_clear_400(gw):
+    deploy = {"service": "needy", "image": "localhost/warm:test", "secrets": ["not-created"]}
+    assert "faas-cli secret create not-created" in json_error(call(gw, "POST", "/system/functions", json=deploy), 400)
+
+
+def read_logs(gw, **params) -> list[dict]:
+    resp = call(gw, "GET", "/system/logs", params={"name": "warm", **params})
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("application/x-ndjson")
+    return [json.loads(line) for line in resp.text.splitlines()]
+
+
+def test_logs_are_ndjson_log_entries_with_tail_since_and_instance(gw):
+    entries = read_logs(gw)
+    assert entries and all(set(e) == {"name", "namespace", "instance", "timestamp", "text"} for e in entries)
+    assert any("Booting worker" in e["text"] for e in entries)
+    assert all(e["name"] == "warm" and e["namespace"] == "openfaas-fn" for e in entries)
+    assert len(read_logs(gw, tail=1)) == 1 and read_logs(gw, tail=1)[0] == entries[-1]
+    assert read_logs(gw, since="2999-01-01T00:00:00Z") == []
+    assert read_logs(gw, instance=entries[0]["instance"]) and read_logs(gw, instance="nobody") == []
+    assert json_error(call(gw, "GET", "/system/logs", params={"name": "ghost"}), 404)
+    assert json_error(call(gw, "GET", "/system/logs"), 400)
+    assert "'tail'" in json_error(call(gw, "GET", "/system/logs", params={"name": "warm", "tail": "x"}), 400)
+    assert "'since'" in json_error(call(gw, "GET", "/system/logs", params={"name": "warm", "since": "x"}), 400)
+
+
+def test_followed_logs_stream_new_lines(gw):
+    got: list[dict] = []
+
+    def follow():
+        with requests.get(gw.url + "/system/logs", params={"name": "warm", "follow": "true", "tail": "1"},
+                          auth=gw.auth, stream=True, timeout=60) as resp:
+            for line in resp.iter_lines():
+                got.append(json.loads(line))
+                if any("Booting worker" in e["text"] for e in got[1:]):
+                    return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    time.sleep(1.0)
+    assert call(gw, "POST", "/system/scale-function/warm", json={"serviceName": "warm", "replicas": 2}).ok
+    reader.join(60)
+    assert not reader.is_alive(), f"no new replica's lines arrived: {got}"
+    assert len({e["instance"] for e in got}) >= 2 or got[0]["instance"] != got[-1]["instance"]
+    call(gw, "POST", "/system/scale-function/warm", json={"serviceName": "warm", "replicas": 1})
