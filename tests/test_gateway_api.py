@@ -167,3 +167,43 @@ def test_followed_logs_stream_new_lines(gw):
     assert not reader.is_alive(), f"no new replica's lines arrived: {got}"
     assert len({e["instance"] for e in got}) >= 2 or got[0]["instance"] != got[-1]["instance"]
     call(gw, "POST", "/system/scale-function/warm", json={"serviceName": "warm", "replicas": 1})
+
+
+def test_stack_requests_and_limits_are_kept(tmp_path):
+    from aigc.gateway import deploy
+    from aigc import stack
+
+    fn = stack.load(__import__("conftest").REPO / "stack.yml").functions["image-classify"]
+    status = deploy.from_stack(fn).status(0, 0, 0)
+    assert status["limits"] == {"memory": "512Mi", "cpu": "1"} and status["requests"]["memory"] == "256Mi"
+
+
+def test_an_update_rolls_without_failing_requests_and_keeps_counts(gw):
+    import concurrent.futures
+
+    before = call(gw, "GET", "/system/function/other").json()
+    assert call(gw, "POST", "/function/other", data=b"x").ok
+    counted = call(gw, "GET", "/system/function/other").json()["invocationCount"]
+    assert counted == before["invocationCount"] + 1
+
+    def hammer(stop):
+        codes = []
+        while not stop.is_set():
+            codes.append(requests.post(gw.url + "/function/other", data=b"r", timeout=60).status_code)
+        return codes
+
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        load = [pool.submit(hammer, stop) for _ in range(2)]
+        time.sleep(0.5)
+        update = {"service": "other", "image": "localhost/other:test", "envVars": {"GENERATION": "2"},
+                  "labels": {"com.openfaas.scale.min": "1"}}
+        assert call(gw, "PUT", "/system/functions", json=update).status_code == 200
+        time.sleep(0.5)
+        stop.set()
+        codes = [c for f in load for c in f.result()]
+    assert codes and set(codes) == {200}, f"requests failed during the update: {sorted(set(codes))}"
+    after = call(gw, "GET", "/system/function/other").json()
+    assert after["envVars"] == {"GENERATION": "2"} and after["availableReplicas"] >= 1
+    assert after["invocationCount"] >= counted + len(codes)
+    assert call(gw, "GET", "/function/other/env", params={"name": "GENERATION"}).json()["value"] == "2"

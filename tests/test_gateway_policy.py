@@ -29,6 +29,15 @@ def test_scale_from_zero_on_first_request_and_stay_at_zero_otherwise():
     assert decide(ZERO, Load(replicas=0, demand=1, idle_seconds=0, low_seconds=0)) == 1
 
 
+def test_a_new_deployment_starts_its_min_replicas_even_with_scale_to_zero():
+    """OpenFaaS deploys min replicas (so `faas-cli ready` works) and idles to zero later."""
+    just_deployed = Load(replicas=0, demand=0, idle_seconds=0, low_seconds=0)
+    assert decide(ZERO, just_deployed) == 1
+    assert decide(Policy(min=2, max=4, zero=True, zero_duration=10), just_deployed) == 2
+    just_deployed.idle_seconds = 10
+    assert decide(ZERO, just_deployed) == 0
+
+
 def test_scale_up_by_target_never_above_max():
     assert decide(ZERO, Load(replicas=1, demand=5, idle_seconds=0, low_seconds=0)) == 3
     assert decide(ZERO, Load(replicas=3, demand=50, idle_seconds=0, low_seconds=0)) == 4

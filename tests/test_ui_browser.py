@@ -139,9 +139,12 @@ def test_login_then_the_functions(browser, ui_url, gateway):
     t.context.close()
 
 
-def test_upload_a_cat_and_see_a_cat_label(tab, tmp_path, photos):
+def test_upload_a_cat_and_see_a_cat_label(tab, gateway, tmp_path, photos):
     from PIL import Image
 
+    # functions deploy with their min replica (as on OpenFaaS): take it to zero so the call is a cold start
+    gateway.client.scale("image-classify", 0)
+    gateway.wait_for("image-classify", lambda s: s["replicas"] == 0, 60, "scaled to zero")
     cat = tmp_path / "chelsea.jpg"
     Image.fromarray(photos["chelsea"]).save(cat, quality=92)
     page = tab.go("/functions/image-classify")

@@ -5,7 +5,8 @@ with different state dirs and ports run side by side:
 
     secrets/basic-auth-password   the admin password (created on first start)
     secrets/NAME                  secrets (POST /system/secrets, or files put there), mode 0600
-    build/FN/                     build contexts, assembled as faas-cli does
+    build/gN/FN/                  build contexts, assembled as faas-cli does, one per deploy
+    mounts/FN.N/                  each deployment's secrets, as files
     logs/FN-N.log                 each replica's output
     queue.sqlite                  accepted async calls
 """
@@ -84,12 +85,16 @@ class Gateway:
         self.state_dir = options.state_dir
         for sub in ("secrets", "build", "logs", "mounts"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("build", "mounts"):  # a previous run's deployments: nothing runs from them now
+            for stale in (self.state_dir / sub).iterdir():
+                shutil.rmtree(stale, ignore_errors=True)
         self.password, self.password_created = ensure_password(self.state_dir / "secrets" / "basic-auth-password")
         self.secrets = SecretStore(self.state_dir / "secrets")
         self.logs = LogBook()
         self.metrics = GatewayMetrics()
         self.queue = Queue(self.state_dir / "queue.sqlite")
         self.pools: dict[str, FunctionPool] = {}
+        self._generation = 0  # deploys so far: names each deployment's context and secrets folders
         self.session: aiohttp.ClientSession | None = None
         self.wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -112,7 +117,7 @@ class Gateway:
         self.queue.close()
 
     # --- deployments ---------------------------------------------------------
-    def _mount_secrets(self, deployment: Deployment) -> Path:
+    def _mount_secrets(self, deployment: Deployment, mount: Path) -> Path:
         for name in deployment.secrets:
             try:
                 found = self.secrets.exists(name)
@@ -120,7 +125,6 @@ class Gateway:
                 raise DeployError(f"secrets: {exc}") from None
             if not found:
                 raise DeployError(f"secret {name!r} not found; create it first (faas-cli secret create {name})")
-        mount = self.state_dir / "mounts" / deployment.name
         shutil.rmtree(mount, ignore_errors=True)
         mount.mkdir(parents=True, mode=0o700)
         for name in deployment.secrets:
@@ -131,36 +135,52 @@ class Gateway:
         """Refresh (or remove) the secret's file in every function that mounts it, as a cluster does."""
         for pool in self.pools.values():
             if name in pool.deployment.secrets:
-                mounted = self.state_dir / "mounts" / pool.deployment.name / name
+                mounted = pool.mount / name
                 if self.secrets.exists(name):
                     _copy_secret(self.secrets.path(name), mounted)
                 else:
                     mounted.unlink(missing_ok=True)
 
     async def deploy(self, deployment: Deployment, replace: bool = False) -> None:
+        """Start the deployment's pool. An update rolls: the old replicas serve until a new one is ready
+        (or the new ones fail to start), then finish their requests and stop; counts carry over."""
         if deployment.name in self.pools and not replace:
             raise DeployError(f"function {deployment.name!r} already exists; update it with PUT /system/functions")
-        mount = self._mount_secrets(deployment)
+        self._generation += 1
+        # each generation has its own context and secrets folder: the old replicas still run from theirs
+        mount = self._mount_secrets(deployment, self.state_dir / "mounts" / f"{deployment.name}.{self._generation}")
         try:
-            context = buildctx.assemble(deployment.fn, self.options.root, self.state_dir / "build")
+            context = buildctx.assemble(deployment.fn, self.options.root,
+                                        self.state_dir / "build" / f"g{self._generation}")
         except FileNotFoundError as exc:
+            shutil.rmtree(mount, ignore_errors=True)
             raise DeployError(str(exc)) from None
-        old = self.pools.pop(deployment.name, None)
-        if old:
-            await old.stop_all()
         env = {"AIGC_SECRETS_DIR": str(mount), **deployment.env_vars}
         pool = FunctionPool(deployment, context, self.state_dir / "logs", env, self.session,
                             self.options.ready_timeout, self.logs)
         pool.wake = self.wake
         pool.on_replica_ready = lambda s, n=deployment.name: self.metrics.replica_start_seconds.labels(n).observe(s)
-        self.pools[deployment.name] = pool
+        pool.mount = mount
+        old = self.pools.get(deployment.name)
+        if old is not None:
+            pool.calls = old.calls  # the count goes on, including requests the old replicas still finish
         await pool.reconcile()
+        if old is not None and old.ready:
+            await pool.wait_ready(self.options.ready_timeout)
+        self.pools[deployment.name] = pool
+        if old is not None:
+            await self._retire(old)
+
+    async def _retire(self, pool: FunctionPool) -> None:
+        await pool.stop_all()  # SIGTERM: each replica finishes its in-flight requests first
+        shutil.rmtree(pool.context.parent, ignore_errors=True)
+        shutil.rmtree(pool.mount, ignore_errors=True)
 
     async def remove(self, name: str) -> bool:
         pool = self.pools.pop(name, None)
         if pool is None:
             return False
-        await pool.stop_all()
+        await self._retire(pool)
         self.metrics.forget(name)
         self.logs.forget(name)
         return True

@@ -70,7 +70,8 @@ def from_stack(fn: StackFunction) -> Deployment:
         policy = Policy.from_labels(fn.labels)
     except PolicyError as exc:
         raise DeployError(f"function {fn.name!r}: {exc}") from None
-    return Deployment(fn=fn, policy=policy, env_vars=fn.env(), secrets=list(fn.secrets))
+    return Deployment(fn=fn, policy=policy, env_vars=fn.env(), secrets=list(fn.secrets), limits=fn.limits,
+                      requests=fn.requests)
 
 
 def _str_map(body: dict, key: str) -> dict[str, str]:

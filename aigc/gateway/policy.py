@@ -71,8 +71,9 @@ def decide(policy: Policy, load: Load) -> int:
     """
     floor = policy.min if load.floor is None else min(load.floor, policy.max)
     lazy = policy.zero and load.floor is None
-    if lazy and load.demand == 0 and (load.replicas == 0 or load.idle_seconds >= policy.zero_duration):
-        return 0  # idle long enough, or already at zero and nobody asking
+    # as OpenFaaS: a new deployment gets its min replicas; only zero-duration of idleness takes it to zero
+    if lazy and load.demand == 0 and load.idle_seconds >= policy.zero_duration:
+        return 0
     needed = math.ceil(load.demand / policy.target)
     wanted = min(policy.max, max(needed, floor, 1 if load.demand else 0))
     if wanted >= load.replicas:

@@ -71,6 +71,7 @@ class FunctionPool:
                  session: aiohttp.ClientSession, ready_timeout: float, logs: LogBook | None = None):
         self.deployment = deployment
         self.logs = logs or LogBook()
+        self.mount: Path | None = None  # the deployment's secrets folder, set by the gateway
         self.context = context
         self.log_dir = log_dir
         self.env = env
@@ -82,7 +83,7 @@ class FunctionPool:
         self._demand_history: collections.deque[tuple[float, int]] = collections.deque()
         self._stopping: set[asyncio.Task] = set()
         self.waiting = 0
-        self.invocations = 0
+        self.calls = [0]  # invocations, in a box an update's new pool shares with the old one
         self.last_activity = time.monotonic()
         self.low_since: float | None = None
         self.start_failures = 0
@@ -91,6 +92,10 @@ class FunctionPool:
         self._changed = asyncio.Condition()
         self.wake = asyncio.Event()  # shared with the autoscaler: set when a request finds no replica
         self.on_replica_ready = lambda seconds: None
+
+    @property
+    def invocations(self) -> int:
+        return self.calls[0]
 
     # --- routing ---------------------------------------------------------
     @property
@@ -140,7 +145,7 @@ class FunctionPool:
         replica.inflight -= 1
         if not replica.alive():
             self.wake.set()  # replace it now rather than at the next tick
-        self.invocations += 1
+        self.calls[0] += 1
         self.last_activity = time.monotonic()
         await self._notify()
 
@@ -233,6 +238,20 @@ class FunctionPool:
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(r.instance.stop))
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Until a replica is ready (True), or starting has failed for good or taken `timeout` (False)."""
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while not self.ready:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.start_failures >= START_FAILURES_BEFORE_ERROR:
+                    return False
+                try:
+                    await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+                except asyncio.TimeoutError:
+                    pass
+        return True
 
     async def stop_all(self) -> None:
         victims = list(self.replicas)
