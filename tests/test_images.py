@@ -23,7 +23,7 @@ import pytest
 
 from aigc import stack
 from aigc.container import base, build
-from aigc.container.podman import Podman, available
+from aigc.container.podman import LoadFailed, Podman, available
 from aigc.models import stage
 from aigc.runtime import remote, store
 
@@ -91,20 +91,11 @@ def get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def wait_failed(container, timeout: float = 60) -> str:
-    """The instance's `failed: …` once its model load has failed."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            status, body = get(container.url + "/_/ready")
-            if status == 503 and "failed:" in body:
-                return json.loads(body)["error"]
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"no load failure reported:\n{container.logs()[-2000:]}")
+def load_failure(container) -> str:
+    """The instance's `failed: …`, reported on /_/ready once its model load has failed."""
+    with pytest.raises(LoadFailed) as caught:
+        container.wait(timeout=60)
+    return caught.value.error
 
 
 @pytest.fixture
@@ -164,7 +155,7 @@ def test_mounted_store_read_only(run, model_store, tmp_path):
 
 def test_no_model_and_a_wrong_remote_fail_loudly(run, moto_url, bucket):
     container = run(env=remote_env("no-such-bucket-here", moto_url), wait=False)
-    error = wait_failed(container)
+    error = load_failure(container)
     assert error.startswith(f"failed: {MODEL}: RemoteError") and "NoSuchBucket" in error, error
     status, health = get(container.url + "/_/health")
     assert status == 503 and "failed:" in health
@@ -188,7 +179,7 @@ def test_a_flipped_byte_on_the_remote_is_refused_and_nothing_partial_stays(run, 
     cache.mkdir()
     cache.chmod(0o777)  # the container's uid is not ours
     container = run(env=remote_env(bucket, moto_url, "/models"), volumes=[f"{cache}:/models:rw"], wait=False)
-    error = wait_failed(container)
+    error = load_failure(container)
     assert "IntegrityError" in error and digest in error, error
     assert not (cache / MODEL).exists()
     leftovers = [p.name for p in cache.rglob("*") if p.name.startswith((".pull-", ".tmp-"))]

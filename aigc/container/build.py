@@ -53,6 +53,6 @@ def build(fn: StackFunction, root: Path, podman: Podman, build_dir: Path, log_di
     log = log_dir / f"{fn.name}.build.log"
     image = tag or fn.image
     started = time.monotonic()
-    podman.build(context, image, {**build_args(fn, root), **(extra_args or {})}, base.build_volumes(podman),
-                 log=log, no_cache=no_cache)
+    podman.build(context, image, {**build_args(fn, root), **(extra_args or {})}, log,
+                 volumes=base.build_volumes(podman), no_cache=no_cache)
     return Built(fn.name, image, time.monotonic() - started, podman.image_size(image), log)

@@ -30,6 +30,14 @@ class PodmanError(RuntimeError):
     pass
 
 
+class LoadFailed(PodmanError):
+    """The function in the container reported that its model cannot load (`failed: …` on /_/ready)."""
+
+    def __init__(self, container: str, error: str):
+        super().__init__(f"container {container}: {error}")
+        self.error = error
+
+
 def available() -> bool:
     return shutil.which("podman") is not None
 
@@ -75,9 +83,13 @@ class Container:
                 with urllib.request.urlopen(self.url + path, timeout=2):
                     return time.monotonic() - started
             except urllib.error.HTTPError as exc:
-                body = exc.read().decode(errors="replace")
-                if exc.code == 503 and "failed:" in body:  # the model cannot load: waiting will not help
-                    raise PodmanError(f"container {self.name}: {body.strip()}") from None
+                if exc.code == 503:  # a model that cannot load says so: waiting will not help
+                    try:
+                        error = json.loads(exc.read()).get("error", "")
+                    except (ValueError, AttributeError):
+                        error = ""
+                    if error.startswith("failed:"):
+                        raise LoadFailed(self.name, error) from None
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
             if time.monotonic() >= next_check:  # `podman inspect` costs ~50 ms: not on every poll
@@ -117,8 +129,8 @@ class Podman:
     def image_labels(self, ref: str) -> dict[str, str]:
         return json.loads(self("image", "inspect", ref).stdout)[0].get("Labels") or {}
 
-    def build(self, context: Path, tag: str, build_args: dict[str, str], volumes: list[str] = (),
-              log: Path | None = None, no_cache: bool = False, timeout: float | None = None) -> None:
+    def build(self, context: Path, tag: str, build_args: dict[str, str], log: Path, volumes: list[str] = (),
+              no_cache: bool = False, timeout: float | None = None) -> None:
         """`docker build -t TAG .` in the context, as faas-cli runs it, plus what this host needs:
         host networking to reach PyPI, no pulls (the base is local), docker format to keep HEALTHCHECK."""
         args = ["build", "--network", "host", "--pull=never", "--format", "docker", "-t", tag]
@@ -129,9 +141,6 @@ class Podman:
         if no_cache:
             args.append("--no-cache")
         args.append(str(context))
-        if log is None:
-            self(*args, timeout=timeout)
-            return
         with open(log, "w") as out:
             proc = subprocess.run(["podman", *args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                   text=True, timeout=timeout)

@@ -212,9 +212,10 @@ class FunctionPool:
                         await self._notify()
                         return
                     if resp.status == 503:
-                        error = str((await resp.json(content_type=None) or {}).get("error", ""))
+                        body = await resp.json(content_type=None)
+                        error = str(body.get("error", "")) if isinstance(body, dict) else ""
                         failed = error if error.startswith("failed:") else None
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError):
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 pass
             await asyncio.sleep(0.01)
         if replica.state == "starting":
