@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -126,7 +127,10 @@ def _run(args) -> int:
 def _up(args) -> int:
     from .gateway import main
 
-    return main.main(args.file, args.host, args.port)
+    if args.runtime not in ("process", "podman"):
+        print(f"aigc up: AIGC_RUNTIME must be 'process' or 'podman', got {args.runtime!r}", file=sys.stderr)
+        return 2
+    return main.main(args.file, args.host, args.port, args.runtime)
 
 
 def _knative(args) -> int:
@@ -231,6 +235,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("-f", "--file", default="stack.yml")
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--port", type=int, default=8080)
+    u.add_argument("--runtime", choices=("process", "podman"), default=os.environ.get("AIGC_RUNTIME", "process"),
+                   help="process: each function's handler as local processes (default); podman: replicas as "
+                        "containers from the functions' images, any local image can be deployed "
+                        "(env AIGC_RUNTIME)")
     u.set_defaults(func=_up)
 
     k = sub.add_parser("knative", help="Knative manifests").add_subparsers(dest="action", required=True)

@@ -62,7 +62,7 @@ def instance_env(fn: StackFunction, port: int, extra: dict[str, str] | None = No
     return env
 
 
-def _die_with_parent() -> None:
+def set_parent_death_signal() -> None:
     # PR_SET_PDEATHSIG: the instance gets SIGTERM if its parent dies, even by kill -9, so a
     # crashed gateway leaves no orphans. It fires when the forking *thread* ends: launch
     # from a long-lived thread (the gateway's event loop thread).
@@ -73,7 +73,7 @@ def launch(context: Path, fn: StackFunction, port: int, extra_env: dict[str, str
            die_with_parent: bool = False, **popen) -> Instance:
     """Start the template's entrypoint in an already assembled build context."""
     process = subprocess.Popen(buildctx.entrypoint(context), cwd=context, env=instance_env(fn, port, extra_env),
-                               start_new_session=True, preexec_fn=_die_with_parent if die_with_parent else None,
+                               start_new_session=True, preexec_fn=set_parent_death_signal if die_with_parent else None,
                                **popen)
     return Instance(fn, port, process)
 

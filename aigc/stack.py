@@ -23,7 +23,7 @@ def envsubst(text: str, env: dict[str, str] | None = None) -> str:
 class StackFunction:
     name: str
     lang: str
-    handler: Path
+    handler: Path | None  # None: a function deployed from an image alone (container runtime)
     image: str
     environment: dict[str, str] = field(default_factory=dict)
     environment_file: list[Path] = field(default_factory=list)
@@ -35,6 +35,7 @@ class StackFunction:
     build_args: dict[str, str] = field(default_factory=dict)
     build_options: list[str] = field(default_factory=list)
     copy: list[str] = field(default_factory=list)  # the stack's configuration.copy, relative to its folder
+    read_only_root: bool = False  # readonly_root_filesystem
 
     def env(self) -> dict[str, str]:
         """environment_file entries (later files win), then inline environment on top, as faas-cli merges them."""
@@ -99,5 +100,6 @@ def load(path: str | Path = "stack.yml") -> Stack:
             limits=_resources(path, name, spec.get("limits")), requests=_resources(path, name, spec.get("requests")),
             build_args={str(k): str(v) for k, v in (spec.get("build_args") or {}).items()},
             build_options=[str(o) for o in spec.get("build_options") or []], copy=copy,
+            read_only_root=spec.get("readonly_root_filesystem") is True,
         )
     return Stack(path=path, gateway=provider.get("gateway", "http://127.0.0.1:8080"), functions=functions)

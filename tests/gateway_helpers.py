@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 from pathlib import Path
 
+import requests
 import yaml
 
 from aigc.bench.gateway import LocalGateway
@@ -31,8 +33,9 @@ def write_stack(path: Path, functions: dict[str, dict]) -> Path:
 class GatewayProcess(LocalGateway):
     """The local gateway for tests, with its state in `state_dir` so a restart finds its queue."""
 
-    def __init__(self, stack: Path, state_dir: Path, port: int | None = None):
-        super().__init__(stack, state_dir.parent / "gateway.log", start_timeout=30, state_dir=state_dir, port=port)
+    def __init__(self, stack: Path, state_dir: Path, port: int | None = None, runtime: str = "process"):
+        super().__init__(stack, state_dir.parent / "gateway.log", start_timeout=30, state_dir=state_dir, port=port,
+                         runtime=runtime)
         self.auth = (self.client.user, self.client.password)
 
     def status(self, name: str) -> dict:
@@ -40,6 +43,12 @@ class GatewayProcess(LocalGateway):
 
     def wait_for(self, name: str, predicate, timeout: float, what: str) -> dict:
         return self.client.wait_for(name, predicate, timeout, what)
+
+
+def gateway_events(gw: GatewayProcess, name: str) -> list[str]:
+    """What the gateway itself wrote into a function's logs (replica exits; `faas-cli logs NAME` shows them)."""
+    lines = requests.get(gw.url + "/system/logs", params={"name": name}, auth=gw.auth, timeout=30).text
+    return [json.loads(line)["text"] for line in lines.splitlines() if "[gateway]" in line]
 
 
 class CallbackServer:

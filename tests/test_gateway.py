@@ -193,7 +193,7 @@ def test_deploy_update_scale_and_delete_through_the_api(gateway):
     assert requests.post(api, json=body, auth=gateway.auth).status_code == 202
     assert requests.post(api, json=body, auth=gateway.auth).status_code == 400  # exists: use PUT
     bad = requests.post(api, json={"service": "x", "image": "docker.io/unknown:1"}, auth=gateway.auth)
-    assert bad.status_code == 400 and "cannot be run" in bad.json()["error"]
+    assert bad.status_code == 400 and "--runtime podman" in bad.json()["error"]
     assert requests.post(api, data=b"{oops", auth=gateway.auth).status_code == 400
     gateway.wait_for("extra", lambda s: s["availableReplicas"] == 1, 30, "deployed replica")
     body["envVars"] = {"exec_timeout": "7s"}

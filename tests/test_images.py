@@ -22,12 +22,11 @@ from pathlib import Path
 import pytest
 
 from aigc import stack
-from aigc.container import base, build
 from aigc.container.podman import LoadFailed, Podman, available
-from aigc.models import stage
 from aigc.runtime import remote, store
 
 from conftest import REPO, free_port
+from image_helpers import build_function
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not available(), reason="podman is not installed (run.sh test installs it)")]
@@ -41,18 +40,6 @@ PHOTOS = REPO / "functions" / "image-classify" / "testdata"
 @pytest.fixture(scope="module")
 def podman():
     return Podman()
-
-
-def build_function(name: str, podman: Podman, model_store: Path, tmp: Path) -> build.Built:
-    """faas-cli's build of one stack.yml function, its handler copied so staging leaves the checkout alone."""
-    fn = stack.load(REPO / "stack.yml").functions[name]
-    handler = tmp / "handlers" / fn.handler.name
-    if not handler.exists():
-        shutil.copytree(fn.handler, handler, ignore=shutil.ignore_patterns(stage.FOLDER, "__pycache__"))
-    fn.handler = handler
-    stage.stage(stack.Stack(REPO / "stack.yml", "", {name: fn}), model_store)
-    base.ensure(podman)
-    return build.build(fn, REPO, podman, tmp / "build", tmp / "logs", tag=f"localhost/aigc-test-{name}:ci")
 
 
 @pytest.fixture(scope="module")

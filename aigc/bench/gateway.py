@@ -78,7 +78,7 @@ class LocalGateway:
     AIGC_STATE_DIR; with one, the state is kept (a restart finds its queued async calls)."""
 
     def __init__(self, stack: Path, log_path: Path, start_timeout: float = 60.0,
-                 state_dir: Path | None = None, port: int | None = None):
+                 state_dir: Path | None = None, port: int | None = None, runtime: str = "process"):
         self.stack = Path(stack).resolve()
         self.tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="aigc-bench-")
         self.state_dir = Path(state_dir) if state_dir else Path(self.tmp.name) / "state"
@@ -90,7 +90,7 @@ class LocalGateway:
         env = dict(os.environ, AIGC_STATE_DIR=str(self.state_dir), PYTHONUNBUFFERED="1")
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "aigc.cli", "up", "-f", str(self.stack),
-                                         "--port", str(self.port)], cwd=cwd, env=env,
+                                         "--port", str(self.port), "--runtime", runtime], cwd=cwd, env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT)
         try:
             self._wait_healthy(start_timeout)

@@ -21,17 +21,21 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
 
 from .. import buildctx
 from ..stack import Stack
+from . import cron
 from .asyncq import Call, Queue
+from .cgroups import Cgroups
 from .deploy import DeployError, Deployment
 from .logs import LogBook
 from .metrics import GatewayMetrics
 from .pool import FunctionPool, NoReplica
+from .processes import ProcessLauncher
 from .secrets import SecretError, SecretStore
 
 log = logging.getLogger("aigc.gateway")
@@ -55,6 +59,8 @@ class Options:
     async_workers: int = 2
     async_max_attempts: int = 5
     callback_attempts: int = 5
+    runtime: str = "process"         # or "podman": replicas as containers from images
+    cron_interval: float = 0.25      # how often schedules are checked (a 6-field schedule ticks each second)
 
 
 def ensure_password(path: Path) -> tuple[str, bool]:
@@ -72,6 +78,9 @@ def ensure_password(path: Path) -> tuple[str, bool]:
 def _copy_secret(source: Path, dest: Path) -> None:
     shutil.copyfile(source, dest)
     os.chmod(dest, 0o600)
+    owner = dest.parent.stat()  # a container runtime gives the mount to the container's user: follow it
+    if (owner.st_uid, owner.st_gid) != (os.getuid(), os.getgid()):
+        os.chown(dest, owner.st_uid, owner.st_gid)
 
 
 def forward_headers(headers) -> dict[str, str]:
@@ -93,6 +102,13 @@ class Gateway:
         self.logs = LogBook()
         self.metrics = GatewayMetrics()
         self.queue = Queue(self.state_dir / "queue.sqlite")
+        if options.runtime == "podman":
+            from .containers import launcher
+            self.launcher = launcher(self.state_dir)
+        elif options.runtime == "process":
+            self.launcher = ProcessLauncher(Cgroups(label=f"aigc-{uuid.uuid4().hex[:8]}"))
+        else:
+            raise ValueError(f"runtime must be 'process' or 'podman', got {options.runtime!r}")
         self.pools: dict[str, FunctionPool] = {}
         self._generation = 0  # deploys so far: names each deployment's context and secrets folders
         self.session: aiohttp.ClientSession | None = None
@@ -105,6 +121,7 @@ class Gateway:
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._autoscale()))
+        self._tasks.append(loop.create_task(self._cron()))
         self._tasks += [loop.create_task(self._async_worker()) for _ in range(self.options.async_workers)]
 
     async def close(self) -> None:
@@ -114,9 +131,14 @@ class Gateway:
         await asyncio.gather(*(p.stop_all() for p in self.pools.values()))
         if self.session:
             await self.session.close()
+        await asyncio.to_thread(self.launcher.close)
         self.queue.close()
 
     # --- deployments ---------------------------------------------------------
+    @property
+    def runs_images(self) -> bool:
+        return self.launcher.name != "process"
+
     def _mount_secrets(self, deployment: Deployment, mount: Path) -> Path:
         for name in deployment.secrets:
             try:
@@ -147,19 +169,30 @@ class Gateway:
         if deployment.name in self.pools and not replace:
             raise DeployError(f"function {deployment.name!r} already exists; update it with PUT /system/functions")
         self._generation += 1
+        if self.runs_images:
+            await asyncio.to_thread(self.launcher.check_image, deployment.fn.image)
         # each generation has its own context and secrets folder: the old replicas still run from theirs
         mount = self._mount_secrets(deployment, self.state_dir / "mounts" / f"{deployment.name}.{self._generation}")
-        try:
-            context = buildctx.assemble(deployment.fn, self.options.root,
-                                        self.state_dir / "build" / f"g{self._generation}")
-        except FileNotFoundError as exc:
-            shutil.rmtree(mount, ignore_errors=True)
-            raise DeployError(str(exc)) from None
-        env = {"AIGC_SECRETS_DIR": str(mount), **deployment.env_vars}
-        pool = FunctionPool(deployment, context, self.state_dir / "logs", env, self.session,
+        if self.runs_images:
+            folders = [mount]
+            env = dict(deployment.env_vars)
+            start = lambda instance: self.launcher.start(deployment, mount, instance, env)  # noqa: E731
+        else:
+            try:
+                context = buildctx.assemble(deployment.fn, self.options.root,
+                                            self.state_dir / "build" / f"g{self._generation}")
+            except FileNotFoundError as exc:
+                shutil.rmtree(mount, ignore_errors=True)
+                raise DeployError(str(exc)) from None
+            folders = [context.parent, mount]
+            env = {"AIGC_SECRETS_DIR": str(mount), **deployment.env_vars}
+            start = lambda instance: self.launcher.start(deployment, context, instance, env)  # noqa: E731
+        pool = FunctionPool(deployment, start, self.state_dir / "logs", self.session,
                             self.options.ready_timeout, self.logs)
         pool.wake = self.wake
         pool.on_replica_ready = lambda s, n=deployment.name: self.metrics.replica_start_seconds.labels(n).observe(s)
+        pool.on_replica_exit = lambda oom, n=deployment.name: self.metrics.replica_exit(n, oom)
+        pool.folders = folders
         pool.mount = mount
         old = self.pools.get(deployment.name)
         if old is not None:
@@ -173,14 +206,15 @@ class Gateway:
 
     async def _retire(self, pool: FunctionPool) -> None:
         await pool.stop_all()  # SIGTERM: each replica finishes its in-flight requests first
-        shutil.rmtree(pool.context.parent, ignore_errors=True)
-        shutil.rmtree(pool.mount, ignore_errors=True)
+        for folder in pool.folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
     async def remove(self, name: str) -> bool:
         pool = self.pools.pop(name, None)
         if pool is None:
             return False
         await self._retire(pool)
+        self.queue.forget_schedule(name)
         self.metrics.forget(name)
         self.logs.forget(name)
         return True
@@ -207,6 +241,39 @@ class Gateway:
                 self.metrics.replicas.labels(name).set(len(pool.active))
                 self.metrics.available.labels(name).set(len(pool.ready))
             self.metrics.async_queued.set(self.queue.pending())
+
+    # --- schedules (cron-connector annotations) ----------------------------------
+    def next_run(self, name: str) -> str:
+        schedule = self.pools[name].deployment.schedule
+        if schedule is None:
+            return ""
+        handled = self.queue.handled(name, schedule.text, time.time())
+        return cron.iso(schedule.next_after(datetime.fromtimestamp(handled, timezone.utc)))
+
+    def run_schedules(self, now: float) -> list[str]:
+        """Queue each scheduled function's due tick (one call however many fell since the last), as async
+        calls; the ids of those queued."""
+        queued = []
+        for name, pool in list(self.pools.items()):
+            schedule = pool.deployment.schedule
+            if schedule is None:
+                continue
+            handled = self.queue.handled(name, schedule.text, now)
+            tick = schedule.next_after(datetime.fromtimestamp(handled, timezone.utc))
+            if tick.timestamp() <= now:
+                call_id = cron.call_id(name, tick)
+                if self.queue.put_tick(call_id, name, now):
+                    queued.append(call_id)
+                    log.info("cron: %s tick %s queued as %s", name, cron.iso(tick), call_id)
+        return queued
+
+    async def _cron(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.run_schedules, time.time())
+            except Exception:  # a broken schedule must not stop the others
+                log.exception("running schedules failed")
+            await asyncio.sleep(self.options.cron_interval)
 
     # --- invocation ------------------------------------------------------------
     async def acquire(self, name: str):

@@ -1,7 +1,8 @@
-"""Deployments: what the OpenFaaS API's FunctionDeployment describes, resolved to a handler.
+"""Deployments: what the OpenFaaS API's FunctionDeployment describes, resolved to what runs it.
 
-A cluster pulls `image`; this gateway cannot run images, so an image is
-resolved to the stack.yml function that builds it (its template and handler).
+With the process runtime an image is resolved to the stack.yml function that
+builds it (its template and handler), run as a process; with a container
+runtime (`aigc up --runtime podman`) any local image runs, as faasd runs them.
 """
 
 from __future__ import annotations
@@ -15,10 +16,49 @@ from typing import Any
 
 from ..runtime.config import parse_duration
 from ..stack import Stack, StackFunction
+from .cron import Schedule, ScheduleError, schedule_of
 from .policy import Policy, PolicyError
 
 NAMESPACE = "openfaas-fn"
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Kubernetes quantities, as FunctionDeployment's limits and requests carry them
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_MEMORY_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_CPU = re.compile(r"^(\d+(?:\.\d+)?)(m)?$")
+NEXT_RUN = "com.aigc-functions.schedule.next-run"
+MIN_MEMORY = 16 << 20  # below this no Python process starts: a typo like "16" (bytes) is refused
+
+
+def memory_bytes(quantity: str) -> int:
+    found = _MEMORY.match(quantity)
+    if not found:
+        raise DeployError(f"memory {quantity!r} is not a quantity like 512Mi or 1Gi")
+    value = int(float(found.group(1)) * _MEMORY_UNITS[found.group(2)])
+    if value < MIN_MEMORY:
+        raise DeployError(f"memory {quantity!r} is below {MIN_MEMORY >> 20}Mi, too little for any function")
+    return value
+
+
+def cpu_cores(quantity: str) -> float:
+    found = _CPU.match(quantity)
+    if not found or float(found.group(1)) == 0:
+        raise DeployError(f"cpu {quantity!r} is not a quantity like 500m or 2")
+    return float(found.group(1)) / (1000 if found.group(2) else 1)
+
+
+def _resources(value: Any, key: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not set(value) <= {"memory", "cpu"} or \
+            not all(isinstance(v, str) for v in value.values()):
+        raise DeployError(f"'{key}' must be an object with string 'memory' and/or 'cpu', e.g. "
+                          '{"memory": "512Mi", "cpu": "500m"}')
+    if value.get("memory"):
+        memory_bytes(value["memory"])
+    if value.get("cpu"):
+        cpu_cores(value["cpu"])
+    return dict(value)
 
 
 class DeployError(ValueError):
@@ -34,12 +74,19 @@ class Deployment:
     limits: dict[str, str] | None = None
     requests: dict[str, str] | None = None
     env_process: str = ""
+    read_only_root: bool = False
+    schedule: Schedule | None = None  # cron-connector annotations
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"))
     created: float = field(default_factory=time.time)
 
     @property
     def name(self) -> str:
         return self.fn.name
+
+    @property
+    def memory_limit_bytes(self) -> int | None:
+        memory = (self.limits or {}).get("memory")
+        return memory_bytes(memory) if memory else None
 
     @property
     def max_inflight(self) -> int:
@@ -56,22 +103,26 @@ class Deployment:
         except ValueError:
             return 0.0
 
-    def status(self, replicas: int, available: int, invocations: int) -> dict[str, Any]:
-        """FunctionStatus, as GET /system/functions returns it."""
+    def status(self, replicas: int, available: int, invocations: int, next_run: str = "") -> dict[str, Any]:
+        """FunctionStatus, as GET /system/functions returns it; a scheduled function's next run is shown as
+        an annotation, so `faas-cli describe` prints it."""
+        annotations = dict(self.fn.annotations, **({NEXT_RUN: next_run} if next_run else {}))
         return {"name": self.name, "image": self.fn.image, "namespace": NAMESPACE, "envProcess": self.env_process,
                 "envVars": self.env_vars, "constraints": [], "secrets": self.secrets, "labels": self.fn.labels,
-                "annotations": self.fn.annotations, "limits": self.limits, "requests": self.requests,
-                "readOnlyRootFilesystem": False, "invocationCount": invocations, "replicas": replicas,
+                "annotations": annotations, "limits": self.limits, "requests": self.requests,
+                "readOnlyRootFilesystem": self.read_only_root, "invocationCount": invocations, "replicas": replicas,
                 "availableReplicas": available, "createdAt": self.created_at}
 
 
 def from_stack(fn: StackFunction) -> Deployment:
     try:
         policy = Policy.from_labels(fn.labels)
-    except PolicyError as exc:
+        limits, requests = _resources(fn.limits, "limits"), _resources(fn.requests, "requests")
+        schedule = schedule_of(fn.annotations)
+    except (PolicyError, DeployError, ScheduleError) as exc:
         raise DeployError(f"function {fn.name!r}: {exc}") from None
-    return Deployment(fn=fn, policy=policy, env_vars=fn.env(), secrets=list(fn.secrets), limits=fn.limits,
-                      requests=fn.requests)
+    return Deployment(fn=fn, policy=policy, env_vars=fn.env(), secrets=list(fn.secrets), limits=limits,
+                      requests=requests, read_only_root=fn.read_only_root, schedule=schedule)
 
 
 def _str_map(body: dict, key: str) -> dict[str, str]:
@@ -81,8 +132,9 @@ def _str_map(body: dict, key: str) -> dict[str, str]:
     return dict(value)
 
 
-def from_request(body: Any, stack: Stack) -> Deployment:
-    """A FunctionDeployment body (POST/PUT /system/functions) → Deployment."""
+def from_request(body: Any, stack: Stack, runs_images: bool = False) -> Deployment:
+    """A FunctionDeployment body (POST/PUT /system/functions) → Deployment. `runs_images`: the gateway
+    has a container runtime, so an image that no stack.yml function builds can run too."""
     if not isinstance(body, dict):
         raise DeployError("body must be a FunctionDeployment JSON object with 'service' and 'image'")
     name, image = body.get("service"), body.get("image")
@@ -91,19 +143,29 @@ def from_request(body: Any, stack: Stack) -> Deployment:
     if not isinstance(image, str) or not image:
         raise DeployError("'image' is required")
     source = next((f for f in stack.functions.values() if f.image == image), None)
-    if source is None:
+    if source is None and not runs_images:
         known = sorted(f.image for f in stack.functions.values())
-        raise DeployError(f"image {image!r} cannot be run by the local gateway: it runs images built from "
-                          f"{stack.path.name}, which are {known}")
+        raise DeployError(f"image {image!r} is not built by {stack.path.name} ({known}), and this gateway runs "
+                          "functions as processes from their handlers; to run any image, start it with "
+                          "`aigc up --runtime podman`, or deploy one of those images")
     labels, annotations, env = _str_map(body, "labels"), _str_map(body, "annotations"), _str_map(body, "envVars")
     secrets = body.get("secrets") or []
     if not isinstance(secrets, list) or not all(isinstance(s, str) for s in secrets):
         raise DeployError("'secrets' must be a list of secret names")
-    fn = StackFunction(name=name, lang=source.lang, handler=source.handler, image=image,
-                       environment=env, labels=labels, annotations=annotations, secrets=secrets)
+    env_process, read_only = body.get("envProcess") or "", body.get("readOnlyRootFilesystem", False)
+    if not isinstance(env_process, str):
+        raise DeployError("'envProcess' must be a string: the command the function runs")
+    if not isinstance(read_only, bool):
+        raise DeployError("'readOnlyRootFilesystem' must be true or false")
+    fn = StackFunction(name=name, lang=source.lang if source else "", handler=source.handler if source else None,
+                       image=image, environment=env, labels=labels, annotations=annotations, secrets=secrets,
+                       copy=source.copy if source else [])
     try:
         policy = Policy.from_labels(labels)
-    except PolicyError as exc:
+        schedule = schedule_of(annotations)
+    except (PolicyError, ScheduleError) as exc:
         raise DeployError(str(exc)) from None
-    return Deployment(fn=fn, policy=policy, env_vars=env, secrets=secrets, limits=body.get("limits"),
-                      requests=body.get("requests"), env_process=body.get("envProcess") or "")
+    return Deployment(fn=fn, policy=policy, env_vars=env, secrets=secrets, schedule=schedule,
+                      limits=_resources(body.get("limits"), "limits"),
+                      requests=_resources(body.get("requests"), "requests"), env_process=env_process,
+                      read_only_root=read_only)

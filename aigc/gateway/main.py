@@ -16,16 +16,24 @@ from .core import Gateway, Options, default_state_dir
 from .server import create_app
 
 
-async def serve(stack_path: Path, host: str, port: int, state_dir: Path | None = None) -> int:
+async def serve(stack_path: Path, host: str, port: int, state_dir: Path | None = None,
+                runtime: str = "process") -> int:
     st = stack_mod.load(stack_path)
     state_dir = state_dir or default_state_dir()
     # like faas-cli, templates come from ./template in the working directory
     root = Path.cwd() if (Path.cwd() / "template").is_dir() else stack_path.resolve().parent
-    gw = Gateway(st, Options(state_dir=state_dir, root=root))
+    gw = Gateway(st, Options(state_dir=state_dir, root=root, runtime=runtime))
+    for warning in gw.launcher.warnings():
+        print(f"aigc up: warning: {warning}", file=sys.stderr, flush=True)
     await gw.start()
     runner = web.AppRunner(create_app(gw), access_log=None)
     try:
         for fn in st.functions.values():
+            if gw.runs_images and not await asyncio.to_thread(gw.launcher.podman.image_exists, fn.image):
+                # as faasd: a function whose image is not there is not deployed; say how to get it
+                print(f"  {fn.name}: not deployed: image {fn.image} is not built "
+                      f"(aigc images build {fn.name})", flush=True)
+                continue
             await gw.deploy(deploy.from_stack(fn))
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
@@ -49,6 +57,6 @@ async def serve(stack_path: Path, host: str, port: int, state_dir: Path | None =
         await gw.close()
 
 
-def main(stack_path: str, host: str, port: int) -> int:
+def main(stack_path: str, host: str, port: int, runtime: str = "process") -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return asyncio.run(serve(Path(stack_path), host, port))
+    return asyncio.run(serve(Path(stack_path), host, port, runtime=runtime))

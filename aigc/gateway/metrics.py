@@ -25,12 +25,18 @@ class GatewayMetrics:
                                             ["function_name"], buckets=BUCKETS, registry=r)
         self.replica_start_seconds = Histogram("gateway_replica_start_seconds", "Process start to ready",
                                                ["function_name"], buckets=BUCKETS, registry=r)
+        self.replica_exits = Counter("gateway_replica_exits", "Replicas that ended without being asked to, "
+                                     "by reason (oom_killed: over their memory limit; error: any other exit)",
+                                     ["function_name", "reason"], registry=r)
         self.async_queued = Gauge("gateway_async_queued", "Async calls accepted and not yet delivered",
                                   registry=r)
 
     def observe(self, function: str, code: int, seconds: float) -> None:
         self.invocations.labels(function, str(code)).inc()
         self.seconds.labels(function, str(code)).observe(seconds)
+
+    def replica_exit(self, function: str, oom: bool) -> None:
+        self.replica_exits.labels(function, "oom_killed" if oom else "error").inc()
 
     def forget(self, function: str) -> None:
         for metric in (self.replicas, self.available):

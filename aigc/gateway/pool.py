@@ -1,10 +1,15 @@
-"""One function's replicas: real processes, routed least-in-flight, scaled by the policy.
+"""One function's replicas (processes or containers), routed least-in-flight, scaled by the policy.
 
 A request takes a ready replica with spare capacity (`max_inflight`) or waits
 for one; that wait is what holds a request during scale from zero. The
-autoscaler calls `reconcile()` each tick: dead replicas are reaped (their
-in-flight requests already got 502 from the proxy) and the count is moved to
-what `policy.decide` wants.
+autoscaler calls `reconcile()` each tick: a replica over its memory limit is
+ended (the kernel killed one of its processes), dead replicas are reaped and
+reported (their in-flight requests already got 502 from the proxy) and the
+count is moved to what `policy.decide` wants.
+
+`start(instance)` is the runtime's: it returns a running replica with `url`,
+`output`, `alive()`, `oom_kills()`, `kill()`, `stop(timeout)`, `ended()` and
+`release()` (processes.py, containers.py).
 """
 
 from __future__ import annotations
@@ -13,26 +18,18 @@ import asyncio
 import collections
 import logging
 import math
-import socket
-import subprocess
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import aiohttp
 
-from .. import runner
 from .deploy import Deployment
 from .logs import LogBook, drain
 from .policy import Load, decide
 
 log = logging.getLogger("aigc.gateway")
 START_FAILURES_BEFORE_ERROR = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class NoReplica(Exception):
@@ -44,9 +41,9 @@ class NoReplica(Exception):
 
 
 class Replica:
-    def __init__(self, index: int, instance: runner.Instance, log_path: Path):
+    def __init__(self, index: int, instance: Any, log_path: Path):
         self.index = index
-        self.instance = instance
+        self.instance = instance  # the runtime's running replica
         self.log_path = log_path
         self.state = "starting"  # starting -> ready -> stopping | dead
         self.inflight = 0
@@ -57,7 +54,7 @@ class Replica:
         return self.instance.url
 
     def alive(self) -> bool:
-        return self.instance.process.poll() is None
+        return self.instance.alive()
 
     def log_tail(self, limit: int = 800) -> str:
         try:
@@ -67,14 +64,14 @@ class Replica:
 
 
 class FunctionPool:
-    def __init__(self, deployment: Deployment, context: Path, log_dir: Path, env: dict[str, str],
+    def __init__(self, deployment: Deployment, start: Callable[[str], Any], log_dir: Path,
                  session: aiohttp.ClientSession, ready_timeout: float, logs: LogBook | None = None):
         self.deployment = deployment
         self.logs = logs or LogBook()
+        self.start = start
         self.mount: Path | None = None  # the deployment's secrets folder, set by the gateway
-        self.context = context
+        self.folders: list[Path] = []  # the deployment's build context and secrets, removed when it retires
         self.log_dir = log_dir
-        self.env = env
         self.session = session
         self.ready_timeout = ready_timeout
         self.replicas: list[Replica] = []
@@ -92,6 +89,7 @@ class FunctionPool:
         self._changed = asyncio.Condition()
         self.wake = asyncio.Event()  # shared with the autoscaler: set when a request finds no replica
         self.on_replica_ready = lambda seconds: None
+        self.on_replica_exit = lambda oom: None  # oom: ended by its memory limit
 
     @property
     def invocations(self) -> int:
@@ -159,10 +157,17 @@ class FunctionPool:
     # --- scaling ---------------------------------------------------------
     async def reconcile(self) -> None:
         for r in list(self.replicas):
-            if r.state in ("starting", "ready") and not r.alive():
-                log.warning("%s replica %d exited with %s", self.deployment.name, r.index, r.instance.process.returncode)
+            if r.state not in ("starting", "ready"):
+                continue
+            if r.alive() and await asyncio.to_thread(r.instance.oom_kills):
+                # as Kubernetes with cgroup v2's memory.oom.group: the whole replica goes, not one worker
+                r.instance.oom_killed = True
+                r.instance.kill()
+                await asyncio.to_thread(r.instance.process.wait)
+            if not r.alive():
                 r.state = "dead"
                 self.replicas.remove(r)
+                await self._report_exit(r)
         now = time.monotonic()
         current = len(self.active)
         demand = self.demand()
@@ -186,13 +191,21 @@ class FunctionPool:
             self._stop_idle(current - wanted)
         await self._notify()
 
+    async def _report_exit(self, r: Replica) -> None:
+        ended = await asyncio.to_thread(r.instance.ended)
+        await asyncio.to_thread(r.instance.release)
+        name = f"{self.deployment.name}-{r.index}"
+        log.warning("%s %s", name, ended)
+        self.logs.add(self.deployment.name, name, f"[gateway] replica {name} {ended}; replacing it")
+        self.on_replica_exit(ended.startswith("OOMKilled"))
+
     def _start_replica(self) -> None:
         index = self._next_index
         self._next_index += 1
-        log_path = self.log_dir / f"{self.deployment.name}-{index}.log"
-        instance = runner.launch(self.context, self.deployment.fn, free_port(), self.env,
-                                 die_with_parent=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        drain(instance.process.stdout, log_path, self.logs, self.deployment.name, f"{self.deployment.name}-{index}")
+        instance_name = f"{self.deployment.name}-{index}"
+        log_path = self.log_dir / f"{instance_name}.log"
+        instance = self.start(instance_name)
+        drain(instance.output, log_path, self.logs, self.deployment.name, instance_name)
         replica = Replica(index, instance, log_path)
         self.replicas.append(replica)
         asyncio.get_running_loop().create_task(self._await_ready(replica))
@@ -200,12 +213,16 @@ class FunctionPool:
     async def _await_ready(self, replica: Replica) -> None:
         deadline = replica.started + self.ready_timeout
         failed = None  # the instance's own "failed: …" (a model that cannot load): no point waiting on
+        # OpenFaaS's annotation names the readiness path; else ours, and /_/health for an image that lacks it
+        probe = self.deployment.fn.annotations.get("com.openfaas.health.http.path") or "/_/ready"
         while replica.state == "starting" and time.monotonic() < deadline and not failed:
             if not replica.alive():
                 break
             try:
-                async with self.session.get(replica.url + "/_/ready", timeout=aiohttp.ClientTimeout(total=1)) as resp:
-                    if resp.status == 200:
+                async with self.session.get(replica.url + probe, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    if resp.status == 404:
+                        probe = "/_/health"
+                    elif resp.status == 200:
                         replica.state = "ready"
                         self.start_failures = 0
                         self.on_replica_ready(time.monotonic() - replica.started)
@@ -217,11 +234,12 @@ class FunctionPool:
                         failed = error if error.startswith("failed:") else None
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 pass
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01 if time.monotonic() - replica.started < 5 else 0.1)
         if replica.state == "starting":
             self.start_failures += 1
-            self.last_start_error = failed or (f"replica exited with code {replica.instance.process.returncode}"
-                                               if not replica.alive() else f"not ready after {self.ready_timeout:.0f}s")
+            ended = await asyncio.to_thread(replica.instance.ended) if not replica.alive() else ""
+            self.last_start_error = failed or (f"replica {ended}" if ended
+                                               else f"not ready after {self.ready_timeout:.0f}s")
             self.last_start_error += "; log tail: " + replica.log_tail(400).strip().replace("\n", " | ")
             replica.state = "dead"
             if replica in self.replicas:

@@ -49,7 +49,7 @@ def _function_name(request: web.Request, invocation: bool = False) -> str:
 
 def _status(gw: Gateway, name: str) -> dict:
     pool = gw.pools[name]
-    return pool.deployment.status(len(pool.active), len(pool.ready), pool.invocations)
+    return pool.deployment.status(len(pool.active), len(pool.ready), pool.invocations, gw.next_run(name))
 
 
 # --- /system ---------------------------------------------------------------
@@ -73,7 +73,7 @@ async def deploy_function(request):
     body = await _json(request)
     check_namespace(body.get("namespace") if isinstance(body, dict) else None)
     try:
-        deployment = deploy.from_request(body, gw.stack)
+        deployment = deploy.from_request(body, gw.stack, runs_images=gw.runs_images)
         if replace and deployment.name not in gw.pools:
             return error(404, f"function {deployment.name!r} not found; deploy it with POST")
         await gw.deploy(deployment, replace=replace)

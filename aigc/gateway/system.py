@@ -1,9 +1,11 @@
 """`/system` routes beyond functions: secrets, logs, namespaces and the provider's info.
 
 Shapes and status codes follow the OpenFaaS gateway's OpenAPI spec and what
-faas-cli expects of them: secrets answer 201/200/204 and 409 for a name that
-exists; logs stream newline-delimited LogEntry objects; the namespace list has
-the one namespace this gateway serves.
+faas-cli expects of them: secrets answer 201/200/202 and 409 for a name that
+exists (the spec lists 204 for a delete, but faas-cli 0.18 accepts only 200 or
+202 there and reports 204 as an error: 202 is what faas-netes answers); logs
+stream newline-delimited LogEntry objects; the namespace list has the one
+namespace this gateway serves.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ async def delete_secret(request):
     except SecretError as exc:
         return error(exc.status, str(exc))
     gw.secret_changed(name)
-    return web.Response(status=204)
+    return web.Response(status=202)
 
 
 # --- logs --------------------------------------------------------------------------------------
@@ -137,7 +139,7 @@ def _git_sha() -> str:
 async def system_info(request):
     sha = await asyncio.to_thread(_git_sha)
     version = {"sha": sha, "release": __version__, "commit_message": ""}
-    return web.json_response({"provider": {"provider": "aigc-local", "orchestration": "process",
+    return web.json_response({"provider": {"provider": "aigc-local", "orchestration": request.app[GATEWAY].launcher.name,
                                            "version": {"sha": sha, "release": __version__}},
                               "version": version, "arch": platform.machine()})
 

@@ -3,7 +3,8 @@
 `LOAD_SECONDS` delays loading (to observe readiness); `FAIL_LOAD` makes loading
 fail; `?sleep=S` makes a request take S seconds (to observe limits);
 `IMPORT_ORT` imports onnxruntime at module level, i.e. in gunicorn's
-preloading master, the case that can hang worker exit.
+preloading master, the case that can hang worker exit; `/allocate?mb=N` holds
+N MiB in the worker (to cross a memory limit).
 """
 
 import os
@@ -33,6 +34,7 @@ class Doubler(Model):
 
 
 model = Doubler("doubler")
+HELD = []
 
 
 def handle(event, context):
@@ -59,6 +61,9 @@ def handle(event, context):
         from aigc.runtime import secrets
 
         return {"value": secrets.read(event.query["name"])}
+    if event.path == "/allocate":
+        HELD.append(bytearray(os.urandom(1 << 20)) * int(event.query["mb"]))
+        return {"held_mb": sum(len(b) for b in HELD) >> 20}
     if event.path == "/pid":
         return {"pid": os.getpid(), "pgid": os.getpgid(0)}
     return event.body

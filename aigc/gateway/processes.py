@@ -1,0 +1,116 @@
+"""Replicas as plain processes (the default runtime): the template's fprocess in the function's build context.
+
+A replica is the template's `fprocess` (or the deployment's `envProcess`, which
+replaces it as OpenFaaS's watchdog does) started in the assembled build
+context, bound to 127.0.0.1 on a free port. `limits.memory` becomes a memory
+cgroup (see cgroups.py); limits that cannot be enforced on this host are
+reported once at start.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from .. import buildctx, runner
+from .cgroups import Cgroup, Cgroups
+from .deploy import Deployment
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(deployment: Deployment, context: Path) -> list[str]:
+    if not deployment.env_process:
+        return buildctx.entrypoint(context)
+    argv = shlex.split(deployment.env_process)
+    if argv and argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+    return argv
+
+
+class ProcessReplica:
+    """A running replica process: its address, its output, and how it ended."""
+
+    def __init__(self, process: subprocess.Popen, port: int, cgroup: Cgroup | None, limit: str):
+        self.process, self.port, self.cgroup, self.limit = process, port, cgroup, limit
+        self.url = f"http://127.0.0.1:{port}"
+        self.output = process.stdout
+        self.oom_killed = False
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def oom_kills(self) -> int:
+        return self.cgroup.oom_kills() if self.cgroup else 0
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM to the group (gunicorn finishes in-flight requests), SIGKILL after `timeout`."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+        self.release()
+
+    def ended(self) -> str:
+        """How the replica ended, once it has (for logs and errors)."""
+        code = self.process.returncode
+        if self.oom_killed or (self.cgroup and self.oom_kills()):
+            return f"OOMKilled: over its memory limit {self.limit} (exit code {code})"
+        if code is not None and code < 0:
+            return f"killed by signal {signal.Signals(-code).name}"
+        return f"exited with code {code}"
+
+    def release(self) -> None:
+        if self.cgroup:
+            self.cgroup.remove()
+
+
+class ProcessLauncher:
+    name = "process"
+
+    def __init__(self, cgroups: Cgroups | None = None):
+        self.cgroups = cgroups if cgroups is not None else Cgroups()
+
+    def warnings(self) -> list[str]:
+        if self.cgroups.usable:
+            return []
+        return ["memory limits are not enforced for process replicas: no writable memory cgroup on this host "
+                "(run the gateway as root, or use --runtime podman)"]
+
+    def start(self, deployment: Deployment, context: Path, instance: str, env: dict[str, str]) -> ProcessReplica:
+        port = free_port()
+        limit = deployment.memory_limit_bytes
+        cgroup = self.cgroups.create(instance, limit) if limit and self.cgroups.usable else None
+
+        def preexec():
+            runner.set_parent_death_signal()
+            if cgroup:
+                cgroup.enter()
+
+        process = subprocess.Popen(command(deployment, context), cwd=context,
+                                   env=runner.instance_env(deployment.fn, port, env), start_new_session=True,
+                                   preexec_fn=preexec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        return ProcessReplica(process, port, cgroup, (deployment.limits or {}).get("memory", ""))
+
+    def close(self) -> None:
+        self.cgroups.close()
