@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS calls (
     error        TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_due ON calls (state, next_at);
+CREATE TABLE IF NOT EXISTS schedules (  -- cron.py: per function, ticks up to `handled` are queued
+    function     TEXT PRIMARY KEY,
+    schedule     TEXT NOT NULL,
+    handled      REAL NOT NULL
+);
 """
 
 
@@ -65,6 +70,40 @@ class Queue:
             self._db.execute("INSERT INTO calls (call_id, function, path, query, headers, body, callback_url, state,"
                              " next_at, created) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
                              (call_id, function, path, query, json.dumps(headers), body, callback_url, now, now))
+
+    def handled(self, function: str, schedule: str, now: float) -> float:
+        """Up to when the function's ticks are queued. A new function, or a changed schedule, starts
+        from `now`: ticks from before it was scheduled are not run."""
+        with self._lock:
+            row = self._db.execute("SELECT schedule, handled FROM schedules WHERE function=?",
+                                   (function,)).fetchone()
+            if row is not None and row[0] == schedule:
+                return row[1]
+            self._db.execute("INSERT OR REPLACE INTO schedules (function, schedule, handled) VALUES (?, ?, ?)",
+                             (function, schedule, now))
+            return now
+
+    def put_tick(self, call_id: str, function: str, handled: float) -> bool:
+        """Queue one scheduled call and move `handled` in one transaction (so never twice, never lost).
+        False if that tick's call was queued before."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO calls (call_id, function, path, query, headers, body, callback_url, "
+                    "state, next_at, created) VALUES (?, ?, '/', '', '{}', x'', NULL, 'queued', ?, ?)",
+                    (call_id, function, now, now))
+                self._db.execute("UPDATE schedules SET handled=? WHERE function=?", (handled, function))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return cur.rowcount == 1
+
+    def forget_schedule(self, function: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM schedules WHERE function=?", (function,))
 
     def claim(self) -> Call | None:
         """The oldest due call, marked running, or None."""
