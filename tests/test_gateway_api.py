@@ -281,3 +281,91 @@ def test_a_process_replica_over_its_memory_limit_is_replaced_and_reported(gw):
     metrics = requests.get(gw.url + "/metrics", timeout=10).text
     assert 'gateway_replica_exits_total{function_name="hungry",reason="oom_killed"} 1.0' in metrics
     assert call(gw, "DELETE", "/system/functions", json={"functionName": "hungry"}).status_code == 200
+
+
+def test_no_burst_or_label_starts_more_replicas_than_the_gateway_allows(tmp_path, monkeypatch):
+    import concurrent.futures
+
+    monkeypatch.setenv("AIGC_MAX_REPLICAS", "3")
+    monkeypatch.setenv("AIGC_MAX_STARTING", "1")
+    labels = {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "3", "com.openfaas.scale.target": "1"}
+    gateway = GatewayProcess(write_stack(tmp_path / "stack.yml", {"a": {"labels": labels},
+                                                                   "b": {"labels": {"com.openfaas.scale.min": "1"}}}),
+                             tmp_path / "state")
+    try:
+        gateway.wait_for("b", lambda s: s["availableReplicas"] == 1, 60, "b's replica")
+        too_many = {"service": "c", "image": "localhost/a:test", "labels": {"com.openfaas.scale.max": "4"}}
+        assert "AIGC_MAX_REPLICAS" in json_error(call(gateway, "POST", "/system/functions", json=too_many), 400)
+        seen = []
+
+        def slow(_):
+            return requests.post(gateway.url + "/function/a?sleep=1.5", data=b"x", timeout=60).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            calls = [pool.submit(slow, i) for i in range(12)]
+            while not all(c.done() for c in calls):
+                status = [gateway.status(n) for n in ("a", "b")]
+                seen.append(sum(s["replicas"] for s in status))
+                time.sleep(0.1)
+        assert [c.result() for c in calls] == [200] * 12  # all served, by at most the replicas allowed
+        assert max(seen) == 3, seen  # a: 2 (its max of 3 would need 4 in all), b: 1
+    finally:
+        gateway.stop()
+
+
+def _p95(samples: list[float]) -> float:
+    return sorted(samples)[int(len(samples) * 0.95) - 1]
+
+
+def _latencies(url: str, count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        started = time.perf_counter()
+        assert requests.post(url, data=b"ping", timeout=30).content == b"ping"
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def test_slow_uploads_do_not_take_the_functions_slots(gw):
+    """Finding 1: 32 clients sending a body byte by byte held every slot of a function; now bodies are read
+    under a deadline before a replica is taken, so normal calls keep their latency."""
+    import socket
+
+    body = {"service": "slots", "image": "localhost/warm:test", "envVars": {"max_inflight": "4"},
+            "labels": {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "1"}}
+    assert call(gw, "POST", "/system/functions", json=body).status_code == 202
+    gw.wait_for("slots", lambda s: s["availableReplicas"] == 1, 60, "a replica")
+    url = gw.url + "/function/slots"
+    _latencies(url, 5)
+    idle = _p95(_latencies(url, 40))
+    host, port = gw.url.removeprefix("http://").split(":")
+    slow = []
+    for _ in range(32):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"POST /function/slots HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx")
+        slow.append(s)
+    try:
+        time.sleep(0.5)
+        loaded = _p95(_latencies(url, 40))
+        for s in slow:
+            s.sendall(b"x")  # still sending, still slowly
+    finally:
+        for s in slow:
+            s.close()
+    assert loaded <= 2 * idle + 0.005, f"p95 {loaded * 1000:.1f} ms under slow uploads vs {idle * 1000:.1f} ms idle"
+    assert call(gw, "DELETE", "/system/functions", json={"functionName": "slots"}).status_code == 200
+
+
+def test_a_body_that_never_finishes_gets_408(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("AIGC_BODY_TIMEOUT", "1")
+    gateway = GatewayProcess(write_stack(tmp_path / "stack.yml", {"f": {}}), tmp_path / "state")
+    try:
+        host, port = gateway.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /function/f HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+            answer = s.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 1s" in answer
+    finally:
+        gateway.stop()

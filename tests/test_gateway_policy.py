@@ -77,3 +77,13 @@ def test_scale_down_sizes_for_the_windows_peak_not_the_current_dip():
     assert decide(ZERO, dip) == 3  # ceil(5 / target 2), not ceil(1 / 2)
     dip.peak_demand = 1
     assert decide(ZERO, dip) == 1
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    ({"com.openfaas.scale.max": "1000000"}, "AIGC_MAX_REPLICAS"),   # finding 12: 200 processes on 2 cores
+    ({"com.openfaas.scale.target": "0.000001"}, "1 to 10000"),
+    ({"com.openfaas.scale.zero-duration": "0s"}, "at least 1s")])
+def test_labels_cannot_ask_for_more_than_the_machine_was_given(labels, fragment):
+    with pytest.raises(PolicyError, match=fragment):
+        Policy.from_labels(labels, max_replicas=20)
+    assert Policy.from_labels({}, max_replicas=6).max == 6  # the default max never exceeds the gateway's

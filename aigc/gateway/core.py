@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from .. import buildctx
+from ..runtime.config import parse_duration, read_env
 from ..stack import Stack
 from . import cron
 from .asyncq import Call, Queue
@@ -55,12 +56,34 @@ class Options:
     root: Path                       # where template/ lives (the stack file's folder)
     ready_timeout: float = 120.0     # process start -> /_/ready
     upstream_timeout: float = 300.0  # longest a proxied call may take, waiting included
+    body_timeout: float = 60.0       # longest a client may take to send a request body (then 408)
     scale_interval: float = 0.5
     async_workers: int = 2
     async_max_attempts: int = 5
     callback_attempts: int = 5
     runtime: str = "process"         # or "podman": replicas as containers from images
     cron_interval: float = 0.25      # how often schedules are checked (a 6-field schedule ticks each second)
+    max_replicas: int = 20           # all functions together (AIGC_MAX_REPLICAS); a label's max cannot exceed it
+    max_starting: int = max(1, os.cpu_count() or 1)  # replicas starting at once (AIGC_MAX_STARTING)
+
+
+def gateway_limits(env) -> dict:
+    """AIGC_MAX_REPLICAS, AIGC_MAX_STARTING and AIGC_BODY_TIMEOUT, validated (a ValueError names the variable)."""
+    def positive(text: str) -> int:
+        value = int(text)
+        if not 1 <= value <= 1000:
+            raise ValueError("use a whole number from 1 to 1000")
+        return value
+
+    def seconds(text: str) -> float:
+        value = parse_duration(text)
+        if not 0 < value <= 3600:
+            raise ValueError("use a duration above 0 and at most 1h")
+        return value
+
+    return {"max_replicas": read_env(env, "AIGC_MAX_REPLICAS", positive, Options.max_replicas),
+            "max_starting": read_env(env, "AIGC_MAX_STARTING", positive, Options.max_starting),
+            "body_timeout": read_env(env, "AIGC_BODY_TIMEOUT", seconds, Options.body_timeout)}
 
 
 def ensure_password(path: Path) -> tuple[str, bool]:
@@ -197,7 +220,7 @@ class Gateway:
         old = self.pools.get(deployment.name)
         if old is not None:
             pool.calls = old.calls  # the count goes on, including requests the old replicas still finish
-        await pool.reconcile()
+        await pool.reconcile(self.room())
         if old is not None and old.ready:
             await pool.wait_ready(self.options.ready_timeout)
         self.pools[deployment.name] = pool
@@ -219,6 +242,13 @@ class Gateway:
         self.logs.forget(name)
         return True
 
+    def room(self) -> int:
+        """Replicas that may start now: within the gateway's total and its limit on simultaneous starts,
+        so no burst or label can start more processes than this machine was given."""
+        replicas = [r for p in self.pools.values() for r in p.active]
+        starting = sum(1 for r in replicas if r.state == "starting")
+        return max(0, min(self.options.max_replicas - len(replicas), self.options.max_starting - starting))
+
     def scale(self, name: str, replicas: int) -> None:
         pool = self.pools[name]
         pool.manual = replicas
@@ -235,7 +265,7 @@ class Gateway:
             self.wake.clear()
             for name, pool in list(self.pools.items()):
                 try:
-                    await pool.reconcile()
+                    await pool.reconcile(self.room())
                 except Exception:  # one function's trouble must not stop scaling for the others
                     log.exception("reconciling %s failed", name)
                 self.metrics.replicas.labels(name).set(len(pool.active))

@@ -114,9 +114,9 @@ class Deployment:
                 "availableReplicas": available, "createdAt": self.created_at}
 
 
-def from_stack(fn: StackFunction) -> Deployment:
+def from_stack(fn: StackFunction, max_replicas: int = 20) -> Deployment:
     try:
-        policy = Policy.from_labels(fn.labels)
+        policy = Policy.from_labels(fn.labels, max_replicas)
         limits, requests = _resources(fn.limits, "limits"), _resources(fn.requests, "requests")
         schedule = schedule_of(fn.annotations)
     except (PolicyError, DeployError, ScheduleError) as exc:
@@ -132,7 +132,7 @@ def _str_map(body: dict, key: str) -> dict[str, str]:
     return dict(value)
 
 
-def from_request(body: Any, stack: Stack, runs_images: bool = False) -> Deployment:
+def from_request(body: Any, stack: Stack, runs_images: bool = False, max_replicas: int = 20) -> Deployment:
     """A FunctionDeployment body (POST/PUT /system/functions) → Deployment. `runs_images`: the gateway
     has a container runtime, so an image that no stack.yml function builds can run too."""
     if not isinstance(body, dict):
@@ -161,7 +161,7 @@ def from_request(body: Any, stack: Stack, runs_images: bool = False) -> Deployme
                        image=image, environment=env, labels=labels, annotations=annotations, secrets=secrets,
                        copy=source.copy if source else [])
     try:
-        policy = Policy.from_labels(labels)
+        policy = Policy.from_labels(labels, max_replicas)
         schedule = schedule_of(annotations)
     except (PolicyError, ScheduleError) as exc:
         raise DeployError(str(exc)) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from .. import stack as stack_mod
 from . import deploy
-from .core import Gateway, Options, default_state_dir
+from .core import Gateway, Options, default_state_dir, gateway_limits
 from .server import create_app
 
 
@@ -22,7 +23,12 @@ async def serve(stack_path: Path, host: str, port: int, state_dir: Path | None =
     state_dir = state_dir or default_state_dir()
     # like faas-cli, templates come from ./template in the working directory
     root = Path.cwd() if (Path.cwd() / "template").is_dir() else stack_path.resolve().parent
-    gw = Gateway(st, Options(state_dir=state_dir, root=root, runtime=runtime))
+    try:
+        limits = gateway_limits(os.environ)
+    except ValueError as exc:
+        print(f"aigc up: {exc}", file=sys.stderr)
+        return 2
+    gw = Gateway(st, Options(state_dir=state_dir, root=root, runtime=runtime, **limits))
     for warning in gw.launcher.warnings():
         print(f"aigc up: warning: {warning}", file=sys.stderr, flush=True)
     await gw.start()
@@ -34,7 +40,7 @@ async def serve(stack_path: Path, host: str, port: int, state_dir: Path | None =
                 print(f"  {fn.name}: not deployed: image {fn.image} is not built "
                       f"(aigc images build {fn.name})", flush=True)
                 continue
-            await gw.deploy(deploy.from_stack(fn))
+            await gw.deploy(deploy.from_stack(fn, gw.options.max_replicas))
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         print(f"gateway: http://{host}:{port}  state: {state_dir}", flush=True)

@@ -3,7 +3,9 @@
 Labels (OpenFaaS names and defaults): `com.openfaas.scale.min` (1), `.max` (20),
 `.zero` (false), `.zero-duration` (15m), `.target` (50 in-flight requests per
 replica, OpenFaaS's capacity mode), `.down.window` (30s here: how long load must
-stay low before replicas are removed).
+stay low before replicas are removed). `max` is bounded by the gateway's own
+replica limit and `target` to 1..10000, so no label can make the autoscaler
+start more processes than the machine was given.
 """
 
 from __future__ import annotations
@@ -30,22 +32,27 @@ class Policy:
     down_window: float = 30.0
 
     @classmethod
-    def from_labels(cls, labels: dict[str, str]) -> "Policy":
+    def from_labels(cls, labels: dict[str, str], max_replicas: int = 20) -> "Policy":
         def get(key, parse, default):
             try:
                 return read_env(labels, PREFIX + key, parse, default)
             except ValueError as exc:
                 raise PolicyError(f"{exc} (a scaling label)") from None
 
-        policy = cls(min=get("min", int, cls.min), max=get("max", int, cls.max),
+        policy = cls(min=get("min", int, cls.min), max=get("max", int, min(cls.max, max_replicas)),
                      zero=get("zero", parse_bool, cls.zero),
                      zero_duration=get("zero-duration", parse_duration, cls.zero_duration),
                      target=get("target", float, cls.target),
                      down_window=get("down.window", parse_duration, cls.down_window))
         if policy.min < 0 or policy.max < 1 or policy.min > policy.max:
             raise PolicyError(f"scale labels need 0 <= min <= max and max >= 1 (min={policy.min}, max={policy.max})")
-        if policy.target <= 0:
-            raise PolicyError(f"{PREFIX}target must be > 0, got {policy.target}")
+        if policy.max > max_replicas:
+            raise PolicyError(f"{PREFIX}max={policy.max} is above this gateway's limit of {max_replicas} replicas "
+                              "(AIGC_MAX_REPLICAS)")
+        if not 1 <= policy.target <= 10_000:
+            raise PolicyError(f"{PREFIX}target is in-flight requests per replica: 1 to 10000, got {policy.target:g}")
+        if policy.zero_duration < 1 or policy.down_window < 0:
+            raise PolicyError(f"{PREFIX}zero-duration must be at least 1s and down.window not negative")
         return policy
 
 

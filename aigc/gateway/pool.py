@@ -155,7 +155,8 @@ class FunctionPool:
         return self.waiting + sum(r.inflight for r in self.replicas)
 
     # --- scaling ---------------------------------------------------------
-    async def reconcile(self) -> None:
+    async def reconcile(self, room: int = 1 << 30) -> None:
+        """`room`: how many replicas the gateway lets this pool start now (the rest wait for a later tick)."""
         for r in list(self.replicas):
             if r.state not in ("starting", "ready"):
                 continue
@@ -185,7 +186,7 @@ class FunctionPool:
             low_seconds=now - self.low_since if self.low_since else 0, floor=self.manual,
             peak_demand=max(d for _, d in history), immediate=self.manual_pending))
         self.manual_pending = False
-        for _ in range(wanted - current):
+        for _ in range(min(wanted - current, room)):
             self._start_replica()
         if wanted < current:
             self._stop_idle(current - wanted)

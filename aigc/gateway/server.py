@@ -17,10 +17,18 @@ from aiohttp import web
 from . import deploy, system
 from .core import Gateway, forward_headers
 from .deploy import DeployError
-from .http import GATEWAY, check_namespace, error, json_errors, read_json as _json
+from .http import GATEWAY, JSONError, check_namespace, error, json_errors, read_json as _json
 from .pool import NoReplica
 
-SMALL_BODY = 1 << 20  # bodies up to this are read whole: faster than streaming for typical requests
+SMALL_BODY = 1 << 20  # responses up to this are read whole: faster than streaming for typical answers
+
+
+async def read_body(request: web.Request, gw: Gateway) -> bytes:
+    """The request body, whole, within the gateway's body deadline and its client_max_size (413)."""
+    try:
+        return await asyncio.wait_for(request.read(), gw.options.body_timeout)
+    except asyncio.TimeoutError:
+        raise JSONError(408, f"the request body did not arrive within {gw.options.body_timeout:.0f}s") from None
 
 
 @web.middleware
@@ -73,7 +81,8 @@ async def deploy_function(request):
     body = await _json(request)
     check_namespace(body.get("namespace") if isinstance(body, dict) else None)
     try:
-        deployment = deploy.from_request(body, gw.stack, runs_images=gw.runs_images)
+        deployment = deploy.from_request(body, gw.stack, runs_images=gw.runs_images,
+                                         max_replicas=gw.options.max_replicas)
         if replace and deployment.name not in gw.pools:
             return error(404, f"function {deployment.name!r} not found; deploy it with POST")
         await gw.deploy(deployment, replace=replace)
@@ -129,6 +138,9 @@ async def invoke(request: web.Request):
     call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
     started = time.monotonic()
     code = 500
+    # the whole body first, under a deadline, and only then a replica: a client that sends slowly holds
+    # a cheap coroutine here, never one of the function's slots (finding: slow uploads denied service)
+    data = await read_body(request, gw)
     try:
         pool, replica = await gw.acquire(name)
     except NoReplica as exc:
@@ -139,13 +151,6 @@ async def invoke(request: web.Request):
         headers = forward_headers(request.headers)
         headers.update({"X-Call-Id": call_id, "X-Forwarded-Host": request.host,
                         "X-Start-Time": str(time.time_ns())})
-        length = request.content_length
-        if length is not None and length <= SMALL_BODY:
-            data = await request.read()
-        else:
-            data = request.content  # large or chunked: stream it through
-            if length is not None:
-                headers["Content-Length"] = str(length)
         url = replica.url + "/" + request.match_info.get("path", "") + (f"?{request.query_string}" if request.query_string else "")
         timeout = aiohttp.ClientTimeout(total=gw.options.upstream_timeout)
         async with gw.session.request(request.method, url, data=data, headers=headers, timeout=timeout,
@@ -180,7 +185,7 @@ async def invoke_async(request: web.Request):
     name = _function_name(request, invocation=True)
     if name not in gw.pools:
         return error(404, f"function {name!r} not found")
-    body = await request.read()
+    body = await read_body(request, gw)
     headers = dict(request.headers)
     path = "/" + request.match_info.get("path", "")
     call_id = await asyncio.to_thread(gw.accept_async, name, path, request.query_string, headers, body)
