@@ -53,12 +53,17 @@ class Instance:
         return self.process.returncode
 
 
+GATEWAY_ONLY = ("AIGC_STATE_DIR",)  # where the gateway keeps its password and queue: not the functions' business
+
+
 def instance_env(fn: StackFunction, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+    """This process's environment, then the function's, then `extra`; the address it binds comes last, so
+    no function setting can make it listen elsewhere."""
+    env = {k: v for k, v in os.environ.items() if k not in GATEWAY_ONLY}
     env.update(fn.env())
+    env.update(extra or {})
     env.update({"PORT": str(port), "AIGC_HOST": "127.0.0.1", "AIGC_FUNCTION_NAME": fn.name,
                 "PYTHONUNBUFFERED": "1"})
-    env.update(extra or {})
     return env
 
 

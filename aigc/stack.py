@@ -85,7 +85,7 @@ def load(path: str | Path = "stack.yml") -> Stack:
     copy = [str(p) for p in ((doc.get("configuration") or {}).get("copy") or [])]  # to every function
     functions = {}
     for name, spec in (doc.get("functions") or {}).items():
-        if not _DNS_LABEL.match(name):
+        if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
             raise ValueError(f"{path}: function name {name!r} must be a DNS label (a-z, 0-9, '-', max 63)")
         for key in ("lang", "handler", "image"):
             if not spec.get(key):

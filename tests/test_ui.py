@@ -295,3 +295,17 @@ def test_gateway_down_gives_a_clear_page_not_a_traceback(tmp_path):
     assert resp.status_code == 502
     assert f"The gateway at {dead} is not reachable (connection refused)".encode() in resp.data
     assert b"Traceback" not in resp.data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target, lands", [("/functions/echo", "/functions/echo"), ("/\t/evil.example/x", "/"),
+                                           ("//evil.example/x", "/"), ("/\\evil.example", "/"),
+                                           ("https://evil.example/", "/"), ("/\n/evil.example", "/"),
+                                           ("/a//evil.example", "/")])
+def test_13_login_never_redirects_off_site(ui, gateway, target, lands):
+    """Finding 13: next=/\\t/evil.example/x sent the browser to //evil.example/x (browsers drop tabs)."""
+    fresh = ui.application.test_client()
+    token = csrf(fresh.get("/login").data)
+    resp = fresh.post("/login", data={"user": "admin", "password": gateway.auth[1], "csrf_token": token,
+                                      "next": target})
+    assert resp.status_code == 302 and resp.headers["Location"] == lands, resp.headers["Location"]

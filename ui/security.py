@@ -14,6 +14,7 @@ the login form included, is refused with 400 unless it matches.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -115,9 +116,14 @@ def log_out() -> None:
     session.clear()
 
 
+# a path of this site: "/" then URL characters only. Browsers drop tabs and newlines from URLs, so
+# "/\t/evil.example" would become "//evil.example" (another site) if whitespace were let through
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
+
+
 def safe_next(target: str | None) -> str:
     """Only same-site paths after login: an absolute URL here would be an open redirect."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    if target and _LOCAL_PATH.fullmatch(target) and "//" not in target.split("?", 1)[0]:
         return target
     return url_for("functions.index")
 

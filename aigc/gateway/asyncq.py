@@ -4,11 +4,17 @@ Every accepted call is committed to SQLite before the 202 is sent, so it
 survives a gateway crash. Delivery is at least once: a call that was running
 when the gateway died runs again after restart, with the same X-Call-Id, so a
 callback receiver can de-duplicate on it.
+
+Bounds: each function may have at most `max_calls` calls and `max_bytes` of
+bodies waiting (then 429); finished calls are deleted after `retention`
+seconds. The database is 0600 (SQLite gives its WAL the same mode) and never
+holds credential headers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -53,8 +59,20 @@ class Call:
     attempts: int
 
 
+class QueueFull(Exception):
+    """The function's share of the queue is used up; the message says by what."""
+
+
+class DuplicateCall(Exception):
+    pass
+
+
 class Queue:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_calls: int = 1000, max_bytes: int = 256 << 20,
+                 retention: float = 24 * 3600.0):
+        self.max_calls, self.max_bytes, self.retention = max_calls, max_bytes, retention
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(path, 0o600)  # also a file an older version left 0644
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a 202 means the call is on disk
@@ -67,9 +85,28 @@ class Queue:
             callback_url: str | None) -> None:
         now = time.time()
         with self._lock:
-            self._db.execute("INSERT INTO calls (call_id, function, path, query, headers, body, callback_url, state,"
-                             " next_at, created) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                             (call_id, function, path, query, json.dumps(headers), body, callback_url, now, now))
+            count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM calls "
+                                           "WHERE function=? AND state IN ('queued', 'running')",
+                                           (function,)).fetchone()
+            if count + 1 > self.max_calls or size + len(body) > self.max_bytes:
+                raise QueueFull(f"the queue for {function!r} is full ({count} calls, {size} bytes waiting; at most "
+                                f"{self.max_calls} calls and {self.max_bytes} bytes): retry later")
+            try:
+                self._db.execute("INSERT INTO calls (call_id, function, path, query, headers, body, callback_url, "
+                                 "state, next_at, created) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                                 (call_id, function, path, query, json.dumps(headers), body, callback_url, now, now))
+            except sqlite3.IntegrityError:
+                raise DuplicateCall(f"a call with X-Call-Id {call_id!r} was accepted already") from None
+
+    def purge(self, now: float | None = None) -> int:
+        """Delete finished calls older than the retention; returns how many."""
+        cutoff = (now or time.time()) - self.retention
+        with self._lock:
+            cur = self._db.execute("DELETE FROM calls WHERE state IN ('done', 'failed', 'cancelled') AND created < ?",
+                                   (cutoff,))
+            if cur.rowcount:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # give the space back, not just mark it free
+        return cur.rowcount
 
     def handled(self, function: str, schedule: str, now: float) -> float:
         """Up to when the function's ticks are queued. A new function, or a changed schedule, starts

@@ -27,20 +27,21 @@ from pathlib import Path
 import aiohttp
 
 from .. import buildctx
-from ..runtime.config import parse_duration, read_env
+from ..runtime.config import parse_duration, parse_size, read_env
 from ..stack import Stack
 from . import cron
 from .asyncq import Call, Queue
 from .cgroups import Cgroups
-from .deploy import DeployError, Deployment
+from .deploy import DeployError, Deployment, check_process_env
 from .logs import LogBook
 from .metrics import GatewayMetrics
-from .pool import FunctionPool, NoReplica
+from .pool import FunctionPool
 from .processes import ProcessLauncher
 from .secrets import SecretError, SecretStore
+from .worker import QueueWorker
 
 log = logging.getLogger("aigc.gateway")
-RETRY_STATUSES = {429, 502, 503, 504}
+CREDENTIALS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}  # never stored in the queue
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "content-length", "date", "server"}
 
@@ -65,6 +66,9 @@ class Options:
     cron_interval: float = 0.25      # how often schedules are checked (a 6-field schedule ticks each second)
     max_replicas: int = 20           # all functions together (AIGC_MAX_REPLICAS); a label's max cannot exceed it
     max_starting: int = max(1, os.cpu_count() or 1)  # replicas starting at once (AIGC_MAX_STARTING)
+    queue_max_calls: int = 1000      # async calls waiting, per function (AIGC_QUEUE_MAX_CALLS)
+    queue_max_bytes: int = 256 << 20  # their bodies, per function (AIGC_QUEUE_MAX_BYTES)
+    queue_retention: float = 24 * 3600.0  # finished calls are deleted after this (AIGC_QUEUE_RETENTION)
 
 
 def gateway_limits(env) -> dict:
@@ -81,9 +85,30 @@ def gateway_limits(env) -> dict:
             raise ValueError("use a duration above 0 and at most 1h")
         return value
 
+    def count(text: str) -> int:
+        value = int(text)
+        if not 1 <= value <= 1_000_000:
+            raise ValueError("use a whole number from 1 to 1000000")
+        return value
+
+    def size(text: str) -> int:
+        value = parse_size(text)
+        if not 1 << 10 <= value <= 64 << 30:
+            raise ValueError("use a size from 1Ki to 64Gi")
+        return value
+
+    def retention(text: str) -> float:
+        value = parse_duration(text)
+        if not 60 <= value <= 365 * 86400:
+            raise ValueError("use a duration from 1m to 365 days")
+        return value
+
     return {"max_replicas": read_env(env, "AIGC_MAX_REPLICAS", positive, Options.max_replicas),
             "max_starting": read_env(env, "AIGC_MAX_STARTING", positive, Options.max_starting),
-            "body_timeout": read_env(env, "AIGC_BODY_TIMEOUT", seconds, Options.body_timeout)}
+            "body_timeout": read_env(env, "AIGC_BODY_TIMEOUT", seconds, Options.body_timeout),
+            "queue_max_calls": read_env(env, "AIGC_QUEUE_MAX_CALLS", count, Options.queue_max_calls),
+            "queue_max_bytes": read_env(env, "AIGC_QUEUE_MAX_BYTES", size, Options.queue_max_bytes),
+            "queue_retention": read_env(env, "AIGC_QUEUE_RETENTION", retention, Options.queue_retention)}
 
 
 def ensure_password(path: Path) -> tuple[str, bool]:
@@ -115,6 +140,8 @@ class Gateway:
         self.stack = stack
         self.options = options
         self.state_dir = options.state_dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)  # secrets, the queue's bodies, replica logs: the gateway's alone
         for sub in ("secrets", "build", "logs", "mounts"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         for sub in ("build", "mounts"):  # a previous run's deployments: nothing runs from them now
@@ -124,7 +151,8 @@ class Gateway:
         self.secrets = SecretStore(self.state_dir / "secrets")
         self.logs = LogBook()
         self.metrics = GatewayMetrics()
-        self.queue = Queue(self.state_dir / "queue.sqlite")
+        self.queue = Queue(self.state_dir / "queue.sqlite", options.queue_max_calls, options.queue_max_bytes,
+                           options.queue_retention)
         if options.runtime == "podman":
             from .containers import launcher
             self.launcher = launcher(self.state_dir)
@@ -137,6 +165,7 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self.wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self.worker: QueueWorker | None = None
 
     # --- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -145,12 +174,15 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._autoscale()))
         self._tasks.append(loop.create_task(self._cron()))
-        self._tasks += [loop.create_task(self._async_worker()) for _ in range(self.options.async_workers)]
+        self.worker = QueueWorker(self)
+        self._tasks += [loop.create_task(self.worker.run()) for _ in range(self.options.async_workers)]
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.worker:
+            await self.worker.close()
         await asyncio.gather(*(p.stop_all() for p in self.pools.values()))
         if self.session:
             await self.session.close()
@@ -194,6 +226,8 @@ class Gateway:
         self._generation += 1
         if self.runs_images:
             await asyncio.to_thread(self.launcher.check_image, deployment.fn.image)
+        else:
+            check_process_env(deployment.env_vars)
         # each generation has its own context and secrets folder: the old replicas still run from theirs
         mount = self._mount_secrets(deployment, self.state_dir / "mounts" / f"{deployment.name}.{self._generation}")
         if self.runs_images:
@@ -257,6 +291,7 @@ class Gateway:
 
     # --- autoscaling ---------------------------------------------------------
     async def _autoscale(self) -> None:
+        purged_at = 0.0
         while True:
             try:
                 await asyncio.wait_for(self.wake.wait(), self.options.scale_interval)
@@ -271,6 +306,9 @@ class Gateway:
                 self.metrics.replicas.labels(name).set(len(pool.active))
                 self.metrics.available.labels(name).set(len(pool.ready))
             self.metrics.async_queued.set(self.queue.pending())
+            if time.monotonic() - purged_at > 60:
+                purged_at = time.monotonic()
+                await asyncio.to_thread(self.queue.purge)
 
     # --- schedules (cron-connector annotations) ----------------------------------
     def next_run(self, name: str) -> str:
@@ -332,59 +370,10 @@ class Gateway:
         finally:
             await pool.release(replica)
 
-    async def _async_worker(self) -> None:
-        while True:
-            call = self.queue.claim()
-            if call is None:
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                await self._run_call(call)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep the worker alive; the call is retried
-                log.exception("async call %s failed", call.call_id)
-                self.queue.retry(call.call_id, 2 ** call.attempts, f"{type(exc).__name__}: {exc}")
-
-    async def _run_call(self, call: Call) -> None:
-        if call.function not in self.pools:
-            self.queue.finish(call.call_id, "failed", 404, None, f"function {call.function!r} is not deployed")
-            await self._callback(call, 404, {}, b'{"error": "function not found"}', 0.0)
-            return
-        try:
-            status, headers, body, seconds = await self.invoke(call)
-        except NoReplica as exc:
-            status, headers, body, seconds = exc.status, {}, str(exc).encode(), 0.0
-        except aiohttp.ClientError as exc:
-            status, headers, body, seconds = 502, {}, f"replica failed: {exc}".encode(), 0.0
-        self.metrics.observe(call.function, status, seconds)
-        if status in RETRY_STATUSES and call.attempts < self.options.async_max_attempts:
-            self.queue.retry(call.call_id, min(2 ** call.attempts * 0.5, 30), f"function answered {status}")
-            return
-        delivered = await self._callback(call, status, headers, body, seconds)
-        state = "done" if delivered and status < 400 else "failed"
-        self.queue.finish(call.call_id, state, status, seconds, "" if delivered else "callback not delivered")
-
-    async def _callback(self, call: Call, status: int, headers: dict[str, str], body: bytes, seconds: float) -> bool:
-        if not call.callback_url:
-            return True
-        out = {k: v for k, v in headers.items() if k.lower() in ("content-type",)}
-        out.update({"X-Call-Id": call.call_id, "X-Function-Status": str(status), "X-Function-Name": call.function,
-                    "X-Duration-Seconds": f"{seconds:.6f}"})
-        for attempt in range(self.options.callback_attempts):
-            try:
-                async with self.session.post(call.callback_url, data=body, headers=out,
-                                             timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                    if resp.status < 500:
-                        return True
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(min(0.5 * 2 ** attempt, 10))
-        return False
-
     def accept_async(self, name: str, path: str, query: str, headers: dict[str, str], body: bytes) -> str:
         call_id = headers.get("X-Call-Id") or str(uuid.uuid4())
         callback = headers.get("X-Callback-Url")
-        kept = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "x-callback-url"}
+        kept = {k: v for k, v in headers.items()
+                if k.lower() not in HOP_BY_HOP and k.lower() not in CREDENTIALS and k.lower() != "x-callback-url"}
         self.queue.put(call_id, name, path, query, kept, body, callback)
         return call_id

@@ -37,7 +37,7 @@ class ScheduleError(ValueError):
 def _field(text: str, low: int, high: int, what: str) -> frozenset[int]:
     values: set[int] = set()
     for item in text.lower().split(","):
-        found = _ITEM.match(item)
+        found = _ITEM.fullmatch(item)
         if not found:
             raise ScheduleError(f"{what} {item!r} is not a number, range, list or step")
         span, step = found.group(1), int(found.group(2) or 1)

@@ -11,7 +11,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from ..runtime.config import parse_duration
@@ -31,7 +30,7 @@ MIN_MEMORY = 16 << 20  # below this no Python process starts: a typo like "16" (
 
 
 def memory_bytes(quantity: str) -> int:
-    found = _MEMORY.match(quantity)
+    found = _MEMORY.fullmatch(quantity)
     if not found:
         raise DeployError(f"memory {quantity!r} is not a quantity like 512Mi or 1Gi")
     value = int(float(found.group(1)) * _MEMORY_UNITS[found.group(2)])
@@ -41,7 +40,7 @@ def memory_bytes(quantity: str) -> int:
 
 
 def cpu_cores(quantity: str) -> float:
-    found = _CPU.match(quantity)
+    found = _CPU.fullmatch(quantity)
     if not found or float(found.group(1)) == 0:
         raise DeployError(f"cpu {quantity!r} is not a quantity like 500m or 2")
     return float(found.group(1)) / (1000 if found.group(2) else 1)
@@ -125,6 +124,31 @@ def from_stack(fn: StackFunction, max_replicas: int = 20) -> Deployment:
                       requests=requests, read_only_root=fn.read_only_root, schedule=schedule)
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# variables that make the interpreter, the loader or a library run something of the deployer's choosing, and
+# the ones this gateway sets itself: refused for process replicas, which run as the gateway's own user
+_HOST_ENV_PREFIXES = ("PYTHON", "LD_", "DYLD_", "GCONV_", "MALLOC_")
+_HOST_ENV_NAMES = {"PATH", "BROWSER", "PERL5OPT", "NODE_OPTIONS", "BASH_ENV", "ENV", "PORT", "AIGC_HOST",
+                   "AIGC_STATE_DIR", "AIGC_SECRETS_DIR", "AIGC_FUNCTION_NAME"}
+
+
+def check_env(env: dict[str, str]) -> None:
+    for name, value in env.items():
+        if not _ENV_NAME.fullmatch(name):
+            raise DeployError(f"env var name {name!r} must be letters, digits and '_', not starting with a digit")
+        if "\0" in value:
+            raise DeployError(f"env var {name} holds a NUL byte")
+
+
+def check_process_env(env: dict[str, str]) -> None:
+    """Refuse settings that would change what a process replica runs on the host (use a container to set them)."""
+    for name in env:
+        if name.upper().startswith(_HOST_ENV_PREFIXES) or name.upper() in _HOST_ENV_NAMES:
+            raise DeployError(f"env var {name} cannot be set for a function run as a process: it changes what the "
+                              "interpreter or loader runs, or how the gateway reaches the function (run the "
+                              "gateway with --runtime podman to set it inside a container)")
+
+
 def _str_map(body: dict, key: str) -> dict[str, str]:
     value = body.get(key) or {}
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
@@ -138,7 +162,7 @@ def from_request(body: Any, stack: Stack, runs_images: bool = False, max_replica
     if not isinstance(body, dict):
         raise DeployError("body must be a FunctionDeployment JSON object with 'service' and 'image'")
     name, image = body.get("service"), body.get("image")
-    if not isinstance(name, str) or not _DNS_LABEL.match(name):
+    if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
         raise DeployError("'service' must be a DNS label: lowercase letters, digits and '-', at most 63")
     if not isinstance(image, str) or not image:
         raise DeployError("'image' is required")
@@ -149,6 +173,7 @@ def from_request(body: Any, stack: Stack, runs_images: bool = False, max_replica
                           "functions as processes from their handlers; to run any image, start it with "
                           "`aigc up --runtime podman`, or deploy one of those images")
     labels, annotations, env = _str_map(body, "labels"), _str_map(body, "annotations"), _str_map(body, "envVars")
+    check_env(env)
     secrets = body.get("secrets") or []
     if not isinstance(secrets, list) or not all(isinstance(s, str) for s in secrets):
         raise DeployError("'secrets' must be a list of secret names")

@@ -29,6 +29,8 @@ async def read_json(request: web.Request):
         return json.loads(await request.read())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise JSONError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise JSONError(400, "malformed JSON: nested too deeply") from None
 
 
 def check_namespace(namespace) -> None:

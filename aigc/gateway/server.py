@@ -14,7 +14,8 @@ import uuid
 import aiohttp
 from aiohttp import web
 
-from . import deploy, system
+from . import auth, deploy, system
+from .asyncq import DuplicateCall, QueueFull
 from .core import Gateway, forward_headers
 from .deploy import DeployError
 from .http import GATEWAY, JSONError, check_namespace, error, json_errors, read_json as _json
@@ -29,20 +30,6 @@ async def read_body(request: web.Request, gw: Gateway) -> bytes:
         return await asyncio.wait_for(request.read(), gw.options.body_timeout)
     except asyncio.TimeoutError:
         raise JSONError(408, f"the request body did not arrive within {gw.options.body_timeout:.0f}s") from None
-
-
-@web.middleware
-async def basic_auth(request: web.Request, handler):
-    if request.path.startswith("/system/"):
-        gw = request.app[GATEWAY]
-        try:
-            creds = aiohttp.BasicAuth.decode(request.headers.get("Authorization", ""))
-        except ValueError:
-            creds = None
-        if creds is None or creds.login != "admin" or creds.password != gw.password:
-            return error(401, "basic auth required: user admin, password in $AIGC_STATE_DIR/secrets/"
-                              "basic-auth-password", **{"WWW-Authenticate": 'Basic realm="OpenFaaS API"'})
-    return await handler(request)
 
 
 def _function_name(request: web.Request, invocation: bool = False) -> str:
@@ -188,7 +175,12 @@ async def invoke_async(request: web.Request):
     body = await read_body(request, gw)
     headers = dict(request.headers)
     path = "/" + request.match_info.get("path", "")
-    call_id = await asyncio.to_thread(gw.accept_async, name, path, request.query_string, headers, body)
+    try:
+        call_id = await asyncio.to_thread(gw.accept_async, name, path, request.query_string, headers, body)
+    except QueueFull as exc:
+        return error(429, str(exc), **{"Retry-After": "5"})
+    except DuplicateCall as exc:
+        return error(409, f"{exc}; give each call its own X-Call-Id")
     return web.Response(status=202, headers={"X-Call-Id": call_id})
 
 
@@ -200,7 +192,8 @@ async def cancel_async(request: web.Request):
 
 
 def create_app(gateway: Gateway, max_body: int = 64 << 20) -> web.Application:
-    app = web.Application(middlewares=[json_errors, basic_auth], client_max_size=max_body)
+    app = web.Application(middlewares=[json_errors, auth.make_middleware(auth.Throttle())],
+                          client_max_size=max_body)
     app[GATEWAY] = gateway
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
