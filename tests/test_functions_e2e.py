@@ -196,3 +196,47 @@ def test_wasm_and_native_preprocessing_agree_on_the_photos(served_functions, ser
         assert wasm_top[0]["index"] == native_top[0]["index"], name
         for a, b in zip(wasm_top, native_top):
             assert abs(a["score"] - b["score"]) < 1e-3, (name, a, b)
+
+
+def test_14_nested_json_and_shapes_the_engine_cannot_run_are_400s_without_internals(served_functions):
+    """Finding 14: deeply nested JSON was a 500 with a 100 KB traceback; [0,3,224,224] and [1,3,1,1] leaked
+    ONNX Runtime's internals."""
+    base = served_functions["image-classify"]
+    url = base + "/v2/models/efficientnet-lite0/infer"
+    nested = requests.post(url, data=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"})
+    assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]
+    empty = requests.post(url, json={"inputs": [{"name": "input", "shape": [0, 3, 224, 224], "datatype": "FP32",
+                                                 "data": []}]})
+    assert empty.status_code == 400 and "positive integers" in empty.json()["error"]
+    tiny = requests.post(url, json={"inputs": [{"name": "input", "shape": [1, 3, 1, 1], "datatype": "FP32",
+                                                "data": [0.1, 0.2, 0.3]}]})
+    assert tiny.status_code == 400, tiny.text
+    message = tiny.json()["error"]
+    assert "cannot run on inputs of these sizes" in message and "onnxruntime" not in message.lower()
+    assert "Node" not in message and len(message) < 300
+    assert requests.get(base + "/_/ready", timeout=10).status_code == 200
+
+
+def test_15_oversized_bodies_are_413_at_once_chunked_or_not(served_functions):
+    """Finding 15: a chunked body over the limit was cut silently (then "malformed JSON"); a 200 MiB
+    Content-Length body was read whole before the 413."""
+    import socket
+    import time
+
+    url = served_functions["embed"]
+
+    def chunks():
+        for _ in range(12):
+            yield b"x" * (1 << 20)  # 12 MiB in all, over the 10 MiB default, with no Content-Length
+
+    chunked = requests.post(url + "/v1/embeddings", data=chunks(), headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413 and "AIGC_MAX_BODY_SIZE" in chunked.json()["error"]
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 209715200\r\n\r\n" + b"x" * 65536)
+        answer = s.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413"), answer[:300]
+    assert time.monotonic() - started < 5  # not after reading 200 MiB
+    ok = requests.post(url + "/v1/embeddings", json={"input": "still serving", "model": "minilm-l6-int8"})
+    assert ok.status_code == 200

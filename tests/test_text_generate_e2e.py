@@ -196,3 +196,14 @@ def test_client_that_disconnects_stops_the_generation(smol):
     ok = requests.post(smol.url + "/v1/completions", json={"model": SMOL, "prompt": "Hello", "max_tokens": 2},
                        timeout=30)
     assert ok.status_code == 200
+
+
+def test_11_a_huge_prompt_is_refused_by_its_length_before_tokenising(tiny):
+    """Finding 11: a 9.5 MiB prompt was tokenised under a lock for 32 s before the length check."""
+    import time
+
+    started = time.monotonic()
+    resp = requests.post(tiny + "/v1/completions", json={"model": BASE, "prompt": "a" * 9_500_000},
+                         timeout=60)
+    assert resp.status_code == 400 and "characters" in resp.json()["error"], resp.text[:300]
+    assert time.monotonic() - started < 3

@@ -8,9 +8,9 @@ the gate's pool. Any AigcError becomes `{"error": …}` with its status.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
+import socket
 import time
 from types import ModuleType
 from typing import Any
@@ -21,12 +21,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from .. import __version__
 from . import errors, metrics, oip, store
 from .config import Settings
-from .handler import Context, Event, to_response
+from .handler import Context, Event, parse_json, to_response
 from .limits import Gate
 from .model import Model
 
 log = logging.getLogger("aigc.runtime")
-_DRAIN_LIMIT = 256 << 20  # read and drop oversized bodies up to this, so the client sees our 413
+_DRAIN_LIMIT = 256 << 20  # read and drop oversized bodies up to this, so the client sees our 413 …
+_DRAIN_SECONDS = 2.0      # … but for no longer than this: a slow giant body must not hold a worker
 
 
 def _models_of(module: ModuleType) -> dict[str, Model]:
@@ -83,25 +84,44 @@ def _error(status: int, message: str) -> Response:
 
 
 def _drain_body() -> None:
-    length = request.content_length or 0
-    if length > _DRAIN_LIMIT:
-        return
-    stream = request.environ.get("wsgi.input")
-    while stream is not None and length > 0:
-        chunk = stream.read(min(length, 1 << 20))
+    """Read and drop what an oversized body still sends, briefly, so the client gets to read our 413
+    (a client that stops reading until it has sent everything would see a reset instead); a body that
+    keeps coming past the byte or time budget just meets the closed connection."""
+    stream, sock = request.environ.get("wsgi.input"), request.environ.get("gunicorn.socket")
+    left, deadline = _DRAIN_LIMIT, time.monotonic() + _DRAIN_SECONDS
+    while stream is not None and left > 0 and time.monotonic() < deadline:
+        try:
+            if sock is not None:  # a read waits for the client: bound each by what is left of the budget
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = stream.read(min(left, 1 << 20))
+        except OSError:  # including the timeout: the connection is closed after the 413 anyway
+            return
         if not chunk:
-            break
-        length -= len(chunk)
+            return
+        left -= len(chunk)
+    if sock is not None:
+        # gunicorn would read the rest of the body to reuse the connection (and ignores an app's
+        # Connection: close): stop reading instead, so what is left ends with this response
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+
+def _read_body(limit: int) -> bytes:
+    """The request body, at most `limit` bytes. A Content-Length above it was refused before the request;
+    a chunked body is read one byte past the limit, so one that is too large is a 413, not a body silently
+    cut at the limit (what werkzeug's limited stream would give)."""
+    if request.content_length is not None or request.environ.get("wsgi.input") is None:
+        return request.get_data(cache=False)
+    data = request.environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    return data
 
 
 def _request_json() -> Any:
-    data = request.get_data(cache=False)
-    if not data:
-        raise errors.InvalidInput("request body is empty; send a JSON object")
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise errors.InvalidInput(f"malformed JSON: {exc}") from None
+    return parse_json(_read_body(request.max_content_length or 0))
 
 
 def create_app(handler_module: str | ModuleType | None = None, settings: Settings | None = None,
@@ -221,7 +241,7 @@ def create_app(handler_module: str | ModuleType | None = None, settings: Setting
     def function(path: str):
         if runtime.handle is None:
             raise errors.ModelNotFound(f"no route /{path}; this function serves the Open Inference Protocol under /v2")
-        event = Event(body=request.get_data(cache=False), headers=dict(request.headers), method=request.method,
+        event = Event(body=_read_body(settings.max_body_bytes), headers=dict(request.headers), method=request.method,
                       query=request.args.to_dict(), path="/" + path)
         result = runtime.gate.run(lambda: runtime.handle(event, runtime.context), before=runtime.wait_models)
         return to_response(result)

@@ -181,6 +181,9 @@ class CausalLM(Model):
         # AutoTokenizer takes 1.4 s to resolve what tokenizer.json already says (0.13 s): a tenth of the cold start
         tokenizer_class = PreTrainedTokenizerFast if (stored.path / "tokenizer.json").is_file() else AutoTokenizer
         self.tokenizer = tokenizer_class.from_pretrained(str(stored.path))
+        # no token spells more characters than the longest in the vocabulary, so a text longer than
+        # context × that cannot fit: refused by its length, before tokenising holds the lock
+        self._longest_token = max(len(t) for t in self.tokenizer.get_vocab())
         self.net = AutoModelForCausalLM.from_pretrained(str(stored.path), dtype="auto").eval()
         config = self.net.config
         self.context_length = int(getattr(config, "max_position_embeddings", None) or config.n_positions)
@@ -225,6 +228,10 @@ class CausalLM(Model):
 
     # --- prompts ----------------------------------------------------------------
     def encode(self, text: str, special_tokens: bool = True) -> list[int]:
+        most = self.context_length * self._longest_token
+        if len(text) > most:
+            raise errors.InvalidInput(f"the prompt is {len(text)} characters; {self.name}'s context of "
+                                      f"{self.context_length} tokens cannot hold more than {most}")
         # a fast tokenizer's __call__ may reset its Rust-side truncation state: not safe from two threads at once
         with self._tokenizer_lock:
             return list(self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])

@@ -25,14 +25,21 @@ class Event:
 
     def json(self) -> Any:
         """The body parsed as JSON, or InvalidInput naming the parse error."""
-        from . import errors
+        return parse_json(self.body)
 
-        if not self.body:
-            raise errors.InvalidInput("request body is empty; send a JSON object")
-        try:
-            return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise errors.InvalidInput(f"malformed JSON: {exc}") from None
+
+def parse_json(data: bytes) -> Any:
+    """A request body as JSON; InvalidInput (400) for anything that is not, however it fails."""
+    from . import errors
+
+    if not data:
+        raise errors.InvalidInput("request body is empty; send a JSON object")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise errors.InvalidInput(f"malformed JSON: {exc}") from None
+    except RecursionError:  # thousands of nested brackets: a 400, not a 500 with a 100 KB traceback
+        raise errors.InvalidInput("malformed JSON: nested too deeply") from None
 
 
 @dataclass

@@ -7,6 +7,7 @@ client has no other way to learn why a request was refused.
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from typing import Any, Iterable
@@ -22,6 +23,8 @@ NUMPY_TYPES = {
     "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
 }
 _DATATYPE_OF = {np.dtype(t).str: name for name, t in NUMPY_TYPES.items() if name != "BYTES"}
+
+log = logging.getLogger("aigc.runtime")
 
 
 def datatype_of(array: np.ndarray) -> str:
@@ -90,8 +93,8 @@ def decode_inputs(body: Any, specs: Iterable[TensorSpec]) -> tuple[dict[str, np.
             raise errors.InvalidInput(f"input {name!r} appears twice")
         if datatype != spec.datatype:
             raise errors.InvalidInput(f"input {name!r} has datatype {datatype!r}; this model expects {spec.datatype}")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-            raise errors.InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+            raise errors.InvalidInput(f"input {name!r}: shape must be a list of positive integers (no empty tensors)")
         if not _shape_matches(spec.shape, shape):
             raise errors.InvalidInput(f"input {name!r} has shape {shape}; this model expects {list(spec.shape)} (-1 = any size)")
         values = _flatten(t["data"])
@@ -132,11 +135,27 @@ def encode_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
     return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
 
 
+def _engine_refused(exc: Exception) -> bool:
+    """ONNX Runtime's errors for inputs a graph cannot compute (sizes below a kernel, mismatched dims)."""
+    kind = type(exc)
+    return kind.__module__.startswith("onnxruntime") and kind.__name__ in ("InvalidArgument", "Fail",
+                                                                             "RuntimeException")
+
+
 def infer(model: Model, body: Any) -> dict[str, Any]:
     """Run one infer request through `model.predict` and shape the response."""
     inputs, parameters = decode_inputs(body, model.inputs)
     wanted = _requested_outputs(body, model.outputs)
-    outputs = model.predict(inputs, parameters)
+    try:
+        outputs = model.predict(inputs, parameters)
+    except Exception as exc:
+        if not _engine_refused(exc):
+            raise
+        # the engine's own message names graph nodes and kernels: logged for the operator, not sent
+        log.warning("model %s refused inputs %s: %s", model.name, {k: list(v.shape) for k, v in inputs.items()}, exc)
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items())
+        raise errors.InvalidInput(f"model {model.name!r} cannot run on inputs of these sizes ({shapes}); the "
+                                  f"shapes it takes are in GET /v2/models/{model.name}") from None
     names = wanted if wanted is not None else list(outputs)
     response: dict[str, Any] = {"model_name": model.name, "id": str(body.get("id") or uuid.uuid4()),
                                 "outputs": [encode_tensor(n, outputs[n]) for n in names]}
