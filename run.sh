@@ -50,6 +50,8 @@ setup() {
   $VENV/bin/python wasm/build.py
   $VENV/bin/aigc models build --all
   $VENV/bin/aigc models stage      # link each function's models into its handler folder, for faas-cli build
+  # finetune publishes what text-generate serves: its callers need this token (stack.yml)
+  $VENV/bin/aigc secrets create finetune-token --generate --if-missing
 }
 
 cmd=${1:-up}

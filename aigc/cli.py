@@ -171,6 +171,28 @@ def _images_build(args) -> int:
     return 0
 
 
+def _secrets_create(args) -> int:
+    """Create a secret in the local gateway's state folder, before `aigc up` (with the gateway running,
+    `faas-cli secret create` also refreshes it in the replicas that mount it)."""
+    import secrets as random
+
+    from .gateway.core import default_state_dir
+    from .gateway.secrets import SecretError, SecretStore
+
+    store = SecretStore(default_state_dir() / "secrets")
+    if args.if_missing and store.exists(args.name):
+        print(f"secret {args.name!r} exists in {store.root}")
+        return 0
+    value = random.token_urlsafe(24) if args.generate else args.from_literal
+    try:
+        store.write(args.name, value.encode(), create=True)
+    except SecretError as exc:
+        print(f"aigc secrets create: {exc}", file=sys.stderr)
+        return 2
+    print(f"secret {args.name!r} written to {store.root} (mode 0600)")
+    return 0
+
+
 def _bench(args) -> int:
     from .bench import suites
 
@@ -280,6 +302,15 @@ def parser() -> argparse.ArgumentParser:
     tu.add_argument("--knative-dir", help="where the Knative manifests are (default: knative/ beside the stack)")
     tu.add_argument("--dry-run", action="store_true", help="measure and print; change no file")
     tu.set_defaults(func=_tune)
+
+    se = sub.add_parser("secrets", help="the local gateway's secrets").add_subparsers(dest="action", required=True)
+    sc = se.add_parser("create", help="create a secret (faas-cli secret create, without a running gateway)")
+    sc.add_argument("name")
+    value = sc.add_mutually_exclusive_group(required=True)
+    value.add_argument("--from-literal", help="the value")
+    value.add_argument("--generate", action="store_true", help="a random 32-character token")
+    sc.add_argument("--if-missing", action="store_true", help="leave an existing secret as it is")
+    sc.set_defaults(func=_secrets_create)
 
     im = sub.add_parser("images", help="container images").add_subparsers(dest="action", required=True)
     ib = im.add_parser("build", help="build function images as `faas-cli build` does, with podman (a local "

@@ -64,6 +64,7 @@ def service(fn: StackFunction, delivery: str = "baked") -> dict:
     if resources:
         spec["containers"][0]["resources"] = resources
     _deliver(spec, delivery)
+    _mount_secrets(spec, fn.secrets)
     return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
             "metadata": {"name": fn.name, "labels": {"app.kubernetes.io/part-of": "aigc-functions"}},
             "spec": {"template": {"metadata": {"annotations": annotations}, "spec": spec}}}
@@ -92,6 +93,18 @@ def _deliver(spec: dict, delivery: str) -> None:
     container["volumeMounts"] = mounts
     container["securityContext"] = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False}
     spec["volumes"] = volumes
+
+
+def _mount_secrets(spec: dict, names: list[str]) -> None:
+    """Stack secrets as files under /var/openfaas/secrets, where OpenFaaS mounts them (one Kubernetes
+    Secret per name, holding a key of that name, as `faas-cli secret create` makes them)."""
+    if not names:
+        return
+    container = spec["containers"][0]
+    container.setdefault("volumeMounts", []).append(
+        {"name": "openfaas-secrets", "mountPath": "/var/openfaas/secrets", "readOnly": True})
+    spec.setdefault("volumes", []).append(
+        {"name": "openfaas-secrets", "projected": {"sources": [{"secret": {"name": n}} for n in names]}})
 
 
 def _number(value: float) -> str:

@@ -16,11 +16,30 @@ from pathlib import Path
 from typing import Any
 
 METHODS = ("lora", "dora", "ia3", "prompt", "full")
+# upper bounds: a request cannot ask for a run that never ends or a batch that fills any memory
+MAXIMA = {"steps": 100_000, "batch_size": 256, "lora_r": 512, "lora_alpha": 4096, "num_virtual_tokens": 1024,
+          "log_every": 100_000, "eval_blocks": 4096, "warmup_steps": 100_000, "eval_every": 100_000,
+          "save_every": 100_000, "threads": 256}
+MAX_EXTRA_BYTES = 16 << 10
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class ConfigError(ValueError):
     """A run configuration that cannot be trained."""
+
+
+def confined_corpus(corpus: str, root: Path) -> str:
+    """A corpus named in a request: "debian", or a folder directly under `root` (the function's corpora),
+    never a path of the caller's choosing (whose errors would tell what exists on the machine)."""
+    if corpus == "debian":
+        return corpus
+    if not RUN_ID.fullmatch(corpus) or ".." in corpus:
+        raise ConfigError("corpus: give 'debian' or the name of a folder of .v files under the function's "
+                          f"corpora folder ({root.name}/), not a path")
+    folder = root / corpus
+    if not folder.is_dir():
+        raise ConfigError(f"corpus {corpus!r} is not a folder under {root.name}/")
+    return str(folder)
 
 
 def default_data_dir() -> Path:
@@ -90,6 +109,16 @@ class RunConfig:
             raise ConfigError("weight_decay must be >= 0 and max_grad_norm > 0")
         if self.seq_len > 8192:
             raise ConfigError(f"seq_len {self.seq_len} is over 8192")
+        for name, most in MAXIMA.items():
+            if getattr(self, name) > most:
+                raise ConfigError(f"{name} must be <= {most}, got {getattr(self, name)}")
+        if len(json.dumps(self.extra, default=str)) > MAX_EXTRA_BYTES:
+            raise ConfigError(f"extra holds at most {MAX_EXTRA_BYTES} bytes of notes")
+        from aigc.runtime import errors, store
+        try:
+            store.check_entry(self.base)
+        except errors.InvalidInput as exc:
+            raise ConfigError(f"base: {exc}") from None
 
     @classmethod
     def from_dict(cls, raw: Any) -> "RunConfig":

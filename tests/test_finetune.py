@@ -293,52 +293,77 @@ def test_finetune_function_runs_async_reports_progress_cancels_and_text_generate
 
     own_store = tmp_path / "store"  # the session store holds adapters that other tests published
     shutil.copytree(tiny_store / BASE, own_store / BASE)
+    data_dir = tmp_path / "data"
+    shutil.copytree(corpus, data_dir / "corpora" / "coq-sample")
+    (data_dir / "corpora" / "empty").mkdir()
     env = {"AIGC_MODEL_STORE": str(own_store), "AIGC_JOBS_DIR": str(tmp_path / "jobs"), "AIGC_THREADS": "4",
            "exec_timeout": "10m"}
     stack_file = write_stack(tmp_path / "stack.yml", {
-        "finetune": {"handler": str(REPO / "functions" / "finetune"), "environment": env},
+        "finetune": {"handler": str(REPO / "functions" / "finetune"), "secrets": ["finetune-token"],
+                     "environment": dict(env, AIGC_AUTH_TOKEN_SECRET="finetune-token",
+                                         AIGC_FINETUNE_DATA=str(data_dir))},
         "text-generate": {"handler": str(REPO / "functions" / "text-generate"),
                           "environment": dict(env, MODEL_NAME=BASE, exec_timeout="60s")},
     })
     callbacks = CallbackServer()
+    token = "t0ken-for-this-test"
+    secrets_dir = tmp_path / "state" / "secrets"
+    secrets_dir.mkdir(parents=True)
+    (secrets_dir / "finetune-token").write_text(token)
     gw = GatewayProcess(stack_file, tmp_path / "state")
+    auth = {"Authorization": f"Bearer {token}"}
     try:
         fn = gw.url + "/function/"
+        anonymous = requests.post(fn + "finetune", json={"run_id": "x"}, timeout=120)
+        assert anonymous.status_code == 401 and "finetune-token" in anonymous.json()["error"]  # finding 2
+        assert requests.get(fn + "finetune/runs", timeout=30).status_code == 401
+        assert requests.get(fn + "finetune/runs", headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
         models = requests.get(fn + "text-generate/v1/models", timeout=120).json()
         assert [m["id"] for m in models["data"]] == [BASE]  # running before the adapter exists
 
-        bad = requests.post(fn + "finetune", json={"run_id": "x", "method": "magic"}, timeout=120)
+        bad = requests.post(fn + "finetune", json={"run_id": "x", "method": "magic"}, headers=auth, timeout=120)
         assert bad.status_code == 400 and "method 'magic' is unknown" in bad.json()["error"]
-        (tmp_path / "empty").mkdir()
-        nocoq = requests.post(fn + "finetune", json={"run_id": "x", "corpus": str(tmp_path / "empty")}, timeout=60)
+        nocoq = requests.post(fn + "finetune", json={"run_id": "x", "corpus": "empty"}, headers=auth, timeout=60)
         assert nocoq.status_code == 400 and "no .v files" in nocoq.json()["error"]
-        nobase = requests.post(fn + "finetune", json={"run_id": "x", "corpus": str(corpus)}, timeout=60)
+        nobase = requests.post(fn + "finetune", json={"run_id": "x", "corpus": "coq-sample"}, headers=auth,
+                               timeout=60)
         assert nobase.status_code == 400 and "'smollm2-135m' is not in the store" in nobase.json()["error"]
+        # finding 3: a path is not a corpus, whether or not it exists; a base cannot leave the store
+        for path in (str(corpus), "/etc", "/nonexistent", "../corpora/coq-sample"):
+            resp = requests.post(fn + "finetune", json={"run_id": "x", "corpus": path}, headers=auth, timeout=60)
+            assert resp.status_code == 400 and "not a path" in resp.json()["error"], path
+        escape = requests.post(fn + "finetune", json={"run_id": "x", "base": f"../other/{BASE}"}, headers=auth,
+                               timeout=60)
+        assert escape.status_code == 400 and "store entry name" in escape.json()["error"]
+        huge = requests.post(fn + "finetune", json={"run_id": "x", "base": BASE, "steps": 10**12}, headers=auth,
+                             timeout=60)
+        assert huge.status_code == 400 and "steps must be <=" in huge.json()["error"]
 
-        good = dict(config(corpus, run_id="meow-run", adapter="meow", steps=30).to_dict())
+        good = dict(config(corpus, run_id="meow-run", adapter="meow", steps=30).to_dict(), corpus="coq-sample")
         long = dict(good, run_id="long-run", adapter="long", steps=5000, save_every=0, eval_every=0)
         ids = []
         for body in (good, long):
             resp = requests.post(gw.url + "/async-function/finetune", json=body,
-                                 headers={"X-Callback-Url": callbacks.url}, timeout=30)
+                                 headers={"X-Callback-Url": callbacks.url, **auth}, timeout=30)
             assert resp.status_code == 202
             ids.append(resp.headers["X-Call-Id"])
         deadline = time.monotonic() + 120
         while True:  # the long run queues behind the first, then trains: either way it reports where it is
-            status = requests.get(fn + "finetune/runs/long-run", timeout=30)
+            status = requests.get(fn + "finetune/runs/long-run", headers=auth, timeout=30)
             if status.status_code == 200 and status.json()["state"] == "running" and status.json()["step"] > 0:
                 break
             assert time.monotonic() < deadline, f"long-run never reported progress: {status.text}"
             time.sleep(0.3)
-        assert requests.post(fn + "finetune/runs/long-run/cancel", timeout=30).status_code == 202
+        assert requests.post(fn + "finetune/runs/long-run/cancel", headers=auth, timeout=30).status_code == 202
 
         received = {h["X-Call-Id"]: (h, json.loads(b)) for h, b in callbacks.wait(2, 180)}
         headers, result = received[ids[0]]
         assert headers["X-Function-Status"] == "200" and result["state"] == "succeeded"
         headers, result = received[ids[1]]
         assert headers["X-Function-Status"] == "200" and result["state"] == "cancelled"
-        assert requests.get(fn + "finetune/runs/long-run", timeout=30).json()["state"] == "cancelled"
-        listed = {r["run_id"]: r["state"] for r in requests.get(fn + "finetune/runs", timeout=30).json()["runs"]}
+        assert requests.get(fn + "finetune/runs/long-run", headers=auth, timeout=30).json()["state"] == "cancelled"
+        runs = requests.get(fn + "finetune/runs", headers=auth, timeout=30).json()["runs"]
+        listed = {r["run_id"]: r["state"] for r in runs}
         assert listed == {"meow-run": "succeeded", "long-run": "cancelled"}
 
         # no redeploy: the same text-generate instance lists and serves the new adapter
@@ -348,6 +373,10 @@ def test_finetune_function_runs_async_reports_progress_cancels_and_text_generate
                              json={"model": f"{BASE}:meow", "prompt": "Lemma", "max_tokens": 4})
         assert done.status_code == 200 and done.json()["model"] == f"{BASE}:meow"
         assert gw.status("text-generate")["invocationCount"] >= 3
+        # finding 2: another run cannot silently replace what text-generate serves
+        other = dict(good, run_id="other-run")
+        taken = requests.post(fn + "finetune", json=other, headers=auth, timeout=60)
+        assert taken.status_code == 400 and "already published" in taken.json()["error"]
     finally:
         gw.stop()
         callbacks.close()

@@ -183,3 +183,20 @@ def test_metrics_count_requests_by_route_and_status(monkeypatch):
     assert 'http_requests_total{code="400",method="POST",route="/<path:path>"}' in text
     assert 'aigc_model_load_seconds{model="doubler"}' in text
     assert "http_request_duration_seconds_bucket" in text
+
+
+def test_a_bearer_token_from_a_secret_guards_every_route_but_probes_and_metrics(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIGC_SECRETS_DIR", str(tmp_path))
+    (tmp_path / "fn-token").write_text("first\n")
+    _, client = make_client(monkeypatch, auth_token_secret="fn-token")
+    denied = client.post("/", data=b"x")
+    assert denied.status_code == 401 and "fn-token" in denied.json["error"]
+    assert denied.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.post("/", data=b"x", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/", data=b"x", headers={"Authorization": "Basic Zmlyc3Q="}).status_code == 401
+    assert client.post("/", data=b"x", headers={"Authorization": "Bearer first"}).data == b"x"
+    for open_path in ("/_/health", "/metrics"):
+        assert client.get(open_path).status_code == 200, open_path
+    (tmp_path / "fn-token").write_text("rotated")  # faas-cli secret update: applies to the next call
+    assert client.post("/", data=b"x", headers={"Authorization": "Bearer first"}).status_code == 401
+    assert client.post("/", data=b"x", headers={"Authorization": "Bearer rotated"}).status_code == 200

@@ -161,6 +161,7 @@ class Gateway:
         else:
             raise ValueError(f"runtime must be 'process' or 'podman', got {options.runtime!r}")
         self.pools: dict[str, FunctionPool] = {}
+        self.credentials: dict[str, dict[str, str]] = {}  # queued calls' Authorization/Cookie: never on disk
         self._generation = 0  # deploys so far: names each deployment's context and secrets folders
         self.session: aiohttp.ClientSession | None = None
         self.wake = asyncio.Event()
@@ -201,7 +202,8 @@ class Gateway:
             except SecretError as exc:
                 raise DeployError(f"secrets: {exc}") from None
             if not found:
-                raise DeployError(f"secret {name!r} not found; create it first (faas-cli secret create {name})")
+                raise DeployError(f"secret {name!r} not found; create it first (faas-cli secret create {name}, "
+                                  f"or before `aigc up`: aigc secrets create {name} --generate)")
         shutil.rmtree(mount, ignore_errors=True)
         mount.mkdir(parents=True, mode=0o700)
         for name in deployment.secrets:
@@ -359,7 +361,7 @@ class Gateway:
         pool, replica = await self.acquire(call.function)
         try:
             url = replica.url + call.path + (f"?{call.query}" if call.query else "")
-            headers = dict(call.headers, **{"X-Call-Id": call.call_id})
+            headers = dict(call.headers, **self.credentials.get(call.call_id, {}), **{"X-Call-Id": call.call_id})
             # a queued call may run as long as the function allows (a training job: hours), as OpenFaaS's
             # queue-worker is configured with ack_wait above the function's exec_timeout
             limit = max(self.options.upstream_timeout, pool.deployment.exec_timeout + 10)
@@ -375,5 +377,11 @@ class Gateway:
         callback = headers.get("X-Callback-Url")
         kept = {k: v for k, v in headers.items()
                 if k.lower() not in HOP_BY_HOP and k.lower() not in CREDENTIALS and k.lower() != "x-callback-url"}
+        secret = {k: v for k, v in headers.items() if k.lower() in CREDENTIALS}
         self.queue.put(call_id, name, path, query, kept, body, callback)
+        if secret:  # in memory only (bounded by the queue's quotas): after a restart the call runs without them
+            self.credentials[call_id] = secret
         return call_id
+
+    def call_ended(self, call_id: str) -> None:
+        self.credentials.pop(call_id, None)

@@ -187,6 +187,7 @@ async def invoke_async(request: web.Request):
 async def cancel_async(request: web.Request):
     gw = request.app[GATEWAY]
     if await asyncio.to_thread(gw.queue.cancel, request.match_info["call_id"]):
+        gw.call_ended(request.match_info["call_id"])
         return web.Response(status=202)
     return error(404, "no queued call with that X-Call-Id (unknown, running or finished)")
 

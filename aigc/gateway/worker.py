@@ -60,6 +60,7 @@ class QueueWorker:
     async def _run_call(self, call: Call) -> None:
         if call.function not in self.gw.pools:
             self.queue.finish(call.call_id, "failed", 404, None, f"function {call.function!r} is not deployed")
+            self.gw.call_ended(call.call_id)
             await self._send(call, 404, {}, _error_body(f"function {call.function!r} not found"), 0.0)
             return
         try:
@@ -75,6 +76,7 @@ class QueueWorker:
             await self._attempt_failed(call, status, headers, body, seconds, f"function answered {status}")
             return
         self.queue.finish(call.call_id, "done" if status < 400 else "failed", status, seconds)
+        self.gw.call_ended(call.call_id)
         await self._send(call, status, headers, body, seconds)
 
     async def _attempt_failed(self, call: Call, status: int, headers: dict, body: bytes, seconds: float,
@@ -83,6 +85,7 @@ class QueueWorker:
             self.queue.retry(call.call_id, min(0.5 * 2 ** call.attempts, 30), why)
             return
         self.queue.finish(call.call_id, "failed", status, seconds, f"{why} (attempt {call.attempts}, the last)")
+        self.gw.call_ended(call.call_id)
         await self._send(call, status, headers, body, seconds)
 
     async def _send(self, call: Call, status: int, headers: dict, body: bytes, seconds: float) -> None:

@@ -15,6 +15,7 @@ the next request, since the store is listed per request (a directory read).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -75,17 +76,31 @@ def open_adapter(base: str, adapter: str, root: Path | None = None) -> store.Sto
     return stored
 
 
+def check_publishable(base: str, adapter: str, run_id: str | None, root: Path | None = None) -> None:
+    """InvalidInput if publishing would replace an adapter that another run (or no run) published."""
+    root = Path(root) if root else store.store_root()
+    manifest = root / store.check_entry(entry_name(store.check_entry(base), check_name(adapter))) / store.MANIFEST
+    if manifest.is_file():
+        previous = json.loads(manifest.read_text()).get("run_id")
+        if previous is None or previous != run_id:
+            raise errors.InvalidInput(f"adapter {adapter!r} of {base!r} is already published (by run {previous!r}); "
+                                      "choose another adapter name, or remove that one first")
+
+
 def write_adapter(files_dir: Path, base: str, adapter: str, root: Path | None = None,
-                  extra: dict[str, Any] | None = None) -> store.StoredModel:
+                  extra: dict[str, Any] | None = None, replace: bool = False) -> store.StoredModel:
     """Publish a peft adapter (a `save_pretrained` directory) as a store entry, atomically.
 
-    `extra` goes into the manifest (training data, steps, loss…); a previous
-    adapter of the same name is replaced.
+    `extra` goes into the manifest (training data, steps, loss…). An adapter of
+    the same name is replaced only when its manifest names the same `run_id` as
+    `extra` (the run publishing again) or `replace` is set: anything else is an
+    error, so no request silently swaps what text-generate serves.
     """
-    check_name(adapter)
     root = Path(root) if root else store.store_root()
+    if not replace:
+        check_publishable(base, adapter, (extra or {}).get("run_id"), root)
     root.mkdir(parents=True, exist_ok=True)
-    target = root / entry_name(base, adapter)
+    target = root / store.check_entry(entry_name(store.check_entry(base), check_name(adapter)))
     work = Path(tempfile.mkdtemp(prefix=f".adapter-{adapter}-", dir=root))
     try:
         for rel in FILES:

@@ -7,6 +7,7 @@ the gate's pool. Any AigcError becomes `{"error": …}` with its status.
 
 from __future__ import annotations
 
+import hmac
 import importlib
 import logging
 import os
@@ -19,7 +20,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import __version__
-from . import errors, metrics, oip, store
+from . import errors, metrics, oip, secrets, store
 from .config import Settings
 from .handler import Context, Event, parse_json, to_response
 from .limits import Gate
@@ -120,6 +121,19 @@ def _read_body(limit: int) -> bytes:
     return data
 
 
+_OPEN_PATHS = ("/_/health", "/_/ready", "/metrics")  # probes and scraping, as a platform needs them
+
+
+def _check_token(secret_name: str) -> None:
+    """AIGC_AUTH_TOKEN_SECRET: each call carries `Authorization: Bearer <the secret's value>`. Read on every
+    call, so a rotated secret (faas-cli secret update) applies at once; compared in constant time."""
+    expected = secrets.read(secret_name).encode()
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise errors.Unauthorized(f"this function needs 'Authorization: Bearer <token>', the value of the "
+                                  f"secret {secret_name!r}")
+
+
 def _request_json() -> Any:
     return parse_json(_read_body(request.max_content_length or 0))
 
@@ -139,6 +153,8 @@ def create_app(handler_module: str | ModuleType | None = None, settings: Setting
     @app.before_request
     def _start_clock():
         g.started = time.perf_counter()
+        if settings.auth_token_secret and request.path not in _OPEN_PATHS:
+            _check_token(settings.auth_token_secret)
         if request.content_length and request.content_length > settings.max_body_bytes:
             raise RequestEntityTooLarge()
 
@@ -150,7 +166,10 @@ def create_app(handler_module: str | ModuleType | None = None, settings: Setting
 
     @app.errorhandler(errors.AigcError)
     def _aigc_error(exc: errors.AigcError):
-        return _error(exc.status, exc.message)
+        resp = _error(exc.status, exc.message)
+        if isinstance(exc, errors.Unauthorized):
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="function"'
+        return resp
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(_exc):

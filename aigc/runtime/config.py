@@ -69,6 +69,7 @@ class Settings:
     max_inflight: int = 0  # 0 = unlimited, like of-watchdog
     max_body_bytes: int = 10 << 20
     model_store: Path = default_model_store()
+    auth_token_secret: str = ""  # a secret's name: its value is the bearer token every call must carry
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -87,6 +88,7 @@ class Settings:
             max_inflight=get("max_inflight", int, cls.max_inflight),
             max_body_bytes=get("AIGC_MAX_BODY_SIZE", parse_size, cls.max_body_bytes),
             model_store=get("AIGC_MODEL_STORE", Path, default_model_store()),
+            auth_token_secret=get("AIGC_AUTH_TOKEN_SECRET", str, cls.auth_token_secret),
         )
         settings.validate()
         return settings
@@ -101,6 +103,8 @@ class Settings:
             (self.exec_timeout > 0, f"exec_timeout must be > 0, got {self.exec_timeout}"),
             (self.max_inflight >= 0, f"max_inflight must be >= 0, got {self.max_inflight}"),
             (self.max_body_bytes > 0, f"AIGC_MAX_BODY_SIZE must be > 0, got {self.max_body_bytes}"),
+            (self.auth_token_secret == "" or re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", self.auth_token_secret),
+             f"AIGC_AUTH_TOKEN_SECRET must be a secret's name, got {self.auth_token_secret!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -19,6 +19,12 @@ class InvalidInput(AigcError):
     status = 400
 
 
+class Unauthorized(AigcError):
+    """The function requires a bearer token (AIGC_AUTH_TOKEN_SECRET) and the call lacks the right one."""
+
+    status = 401
+
+
 class ModelNotFound(AigcError):
     status = 404
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -30,6 +31,16 @@ from . import errors
 from .config import Settings
 
 MANIFEST = "manifest.json"
+# an entry is one folder directly in the store: no separators, no "..", nothing hidden
+_ENTRY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,159}")
+
+
+def check_entry(name: Any) -> str:
+    """A store entry's name, or InvalidInput: every path built from a name given over HTTP goes through here."""
+    if not isinstance(name, str) or not _ENTRY.fullmatch(name) or ".." in name:
+        raise errors.InvalidInput(f"model name {name!r} is not a store entry name: letters, digits, '_', '.' "
+                                  "and '-', starting with a letter or digit, no '..'")
+    return name
 MAX_PULL_RECORDS = 256  # adapters are pulled on demand: keep the record bounded
 pulls: dict[str, dict[str, Any]] = {}  # name -> {"seconds", "bytes", "remote"} of this process's pulls
 _pull_lock = threading.Lock()  # one pull at a time per process: two requests for one adapter download it once
@@ -122,7 +133,7 @@ class StoredModel:
 
 def open_model(name: str, root: Path | None = None) -> StoredModel:
     root = Path(root) if root else store_root()
-    path = root / name
+    path = root / check_entry(name)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file() and not _pull(name, root):
         raise errors.ModelNotFound(f"model {name!r} is not in the store at {root}; build it with "

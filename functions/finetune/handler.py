@@ -13,15 +13,22 @@ the UI's jobs pages read. A finished adapter is written to the model store,
 so a text-generate function serves `<base>:<adapter>` on its next request.
 A cancelled run answers 200 with state "cancelled" (the call did what was
 asked); posting the same config again resumes it from its checkpoint.
+
+Training publishes what text-generate serves, so stack.yml deploys this function
+with AIGC_AUTH_TOKEN_SECRET: every call needs `Authorization: Bearer <the
+finetune-token secret>`. A request's `corpus` is "debian" or the name of a
+folder under $AIGC_FINETUNE_DATA/corpora/, never a path; size fields have upper
+bounds (finetune/config.py), and an adapter published by another run is not
+replaced.
 """
 
 import logging
 import re
 import threading
 
-from aigc.runtime import errors
+from aigc.runtime import adapters, errors
 from .finetune import jobs
-from .finetune.config import RUN_ID, ConfigError, RunConfig, default_jobs_dir
+from .finetune.config import RUN_ID, ConfigError, RunConfig, confined_corpus, default_data_dir, default_jobs_dir
 from .finetune.data import DataError
 
 log = logging.getLogger("aigc.runtime")
@@ -59,6 +66,9 @@ def _train(body):
 
     try:
         cfg = RunConfig.from_dict(body)
+        cfg = cfg.replace(corpus=confined_corpus(cfg.corpus, default_data_dir() / "corpora"))
+        if cfg.adapter:
+            adapters.check_publishable(cfg.base, cfg.adapter, cfg.run_id)  # before hours of training, not after
         run = Run(cfg, progress=False)  # checks the corpus and any earlier run of this id; loads nothing
     except (ConfigError, DataError, TypeError) as exc:
         raise errors.InvalidInput(str(exc)) from None

@@ -43,12 +43,22 @@ def test_unknown_runs_and_routes_are_404():
         handler.handle(testing.request("/train"), None)
 
 
+def test_a_corpus_is_a_name_under_the_functions_corpora_never_a_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIGC_FINETUNE_DATA", str(tmp_path))
+    for path in ("/etc", str(tmp_path), "../x"):
+        with pytest.raises(errors.InvalidInput, match="not a path"):
+            post("/", {"run_id": "x", "corpus": path})
+    with pytest.raises(errors.InvalidInput, match="store entry name"):
+        post("/", {"run_id": "x", "base": "../other/" + BASE})
+
+
 @testing.needs_model(BASE)
-def test_two_lora_steps_on_the_baked_base(tmp_path, jobs_dir):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
+def test_two_lora_steps_on_the_baked_base(tmp_path, jobs_dir, monkeypatch):
+    monkeypatch.setenv("AIGC_FINETUNE_DATA", str(tmp_path / "data"))
+    corpus = tmp_path / "data" / "corpora" / "logic"
+    corpus.mkdir(parents=True)
     (corpus / "logic.v").write_text(COQ * 8)
-    out = post("/", {"run_id": "image-check", "base": BASE, "corpus": str(corpus), "steps": 2, "batch_size": 1,
+    out = post("/", {"run_id": "image-check", "base": BASE, "corpus": "logic", "steps": 2, "batch_size": 1,
                      "seq_len": 32, "warmup_steps": 0, "eval_every": 0, "eval_blocks": 1, "save_every": 0,
                      "log_every": 1})
     assert out["state"] == "succeeded", out
