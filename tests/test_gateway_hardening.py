@@ -20,7 +20,7 @@ import requests
 
 from aigc.gateway.asyncq import Queue
 
-from gateway_helpers import GatewayProcess, write_stack
+from gateway_helpers import GatewayProcess, gateway_events, write_stack
 
 pytestmark = pytest.mark.slow
 SLOW = {"labels": {"com.openfaas.scale.min": "1"}}
@@ -152,3 +152,59 @@ def test_16_wrong_passwords_back_off_even_the_right_one(tmp_path):
         assert requests.post(gateway.url + "/function/none", timeout=10).status_code == 404  # invocations unaffected
     finally:
         gateway.stop()
+
+
+def test_7_large_rasters_are_bounded_by_the_memory_limit_not_killed_by_it(tmp_path, model_store):
+    """Finding 7: a 154 KB PNG of 6300x6300 took 836 MB; 8 in parallel 2.2 GB against a 512Mi limit. Now the
+    pixel limit follows the replica's memory limit, decodes are bounded, and large JPEGs decode reduced."""
+    import concurrent.futures
+    import io
+
+    import yaml
+    from PIL import Image
+
+    from conftest import REPO
+
+    doc = yaml.safe_load((REPO / "stack.yml").read_text())
+    spec = dict(doc["functions"]["image-classify"], handler=str(REPO / "functions" / "image-classify"))
+    assert spec["limits"]["memory"] == "512Mi"
+    doc["functions"] = {"image-classify": spec}
+    (tmp_path / "stack.yml").write_text(yaml.safe_dump(doc))
+    gateway = GatewayProcess(tmp_path / "stack.yml", tmp_path / "state")
+    try:
+        gateway.wait_for("image-classify", lambda s: s["availableReplicas"] == 1, 90, "a replica")
+        url = gateway.url + "/function/image-classify"
+        buf = io.BytesIO()
+        Image.new("RGB", (6300, 6300), (120, 80, 40)).save(buf, format="PNG")
+        bomb = buf.getvalue()
+        assert len(bomb) < 1 << 20
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: requests.post(url, data=bomb, timeout=120), range(8)))
+        assert [a.status_code for a in answers] == [400] * 8, [a.text[:200] for a in answers]
+        assert "memory limit" in answers[0].json()["error"]
+        photo = io.BytesIO()
+        Image.new("RGB", (4000, 3000), (30, 140, 60)).save(photo, format="JPEG", quality=90)  # a 12 Mpx phone photo
+        assert requests.post(url, data=photo.getvalue(), timeout=60).status_code == 200
+        assert not [e for e in gateway_events(gateway, "image-classify") if "OOMKilled" in e]
+        assert gateway.status("image-classify")["availableReplicas"] == 1
+    finally:
+        gateway.stop()
+
+
+def test_7_the_pixel_limit_reads_the_cgroup_memory_limit(tmp_path, monkeypatch):
+    from aigc.runtime import images
+
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/some/replica\n0::/\n")
+    limit = tmp_path / "fs" / "memory" / "some" / "replica"
+    limit.mkdir(parents=True)
+    (limit / "memory.limit_in_bytes").write_text(str(512 << 20))
+    assert images.memory_limit(proc, tmp_path / "fs") == 512 << 20
+    (limit / "memory.limit_in_bytes").write_text("9223372036854771712")  # v1's "unlimited"
+    assert images.memory_limit(proc, tmp_path / "fs") is None
+    proc.write_text("0::/a\n")
+    (tmp_path / "fs" / "a").mkdir()
+    (tmp_path / "fs" / "a" / "memory.max").write_text("max\n")
+    assert images.memory_limit(proc, tmp_path / "fs") is None
+    (tmp_path / "fs" / "a" / "memory.max").write_text(str(1 << 30))
+    assert images.memory_limit(proc, tmp_path / "fs") == 1 << 30

@@ -176,10 +176,13 @@ def test_a_flipped_byte_on_the_remote_is_refused_and_nothing_partial_stays(run, 
     assert not (cache / ".blobs" / "sha256" / digest).exists()
 
 
-def send(url: str, path: str, body: bytes | dict, timeout: float = 300) -> dict:
+TOKEN = "image-check-token"  # the finetune-token secret, mounted as OpenFaaS mounts secrets
+
+
+def send(url: str, path: str, body: bytes | dict, timeout: float = 300, headers: dict | None = None) -> dict:
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    req = urllib.request.Request(url + path, data=data, method="POST",
-                                 headers={"Content-Type": "application/json"} if isinstance(body, dict) else {})
+    req = urllib.request.Request(url + path, data=data, method="POST", headers=dict(
+        {"Content-Type": "application/json"} if isinstance(body, dict) else {}, **(headers or {})))
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
@@ -211,10 +214,13 @@ def check_text(url, corpus):
 
 
 def check_finetune(url, corpus):
-    out = send(url, "/", {"run_id": "image-check", "corpus": "/corpus", "steps": 2, "batch_size": 1, "seq_len": 32,
-                          "warmup_steps": 0, "eval_every": 0, "eval_blocks": 1, "save_every": 0})
+    body = {"run_id": "image-check", "corpus": "logic", "steps": 2, "batch_size": 1, "seq_len": 32,
+            "warmup_steps": 0, "eval_every": 0, "eval_blocks": 1, "save_every": 0}
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        send(url, "/", body)
+    assert refused.value.code == 401  # stack.yml's AIGC_AUTH_TOKEN_SECRET holds in the image too
+    out = send(url, "/", body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert out["state"] == "succeeded", out
-    assert get(url + "/runs/image-check")[0] == 200
 
 
 CHECKS = {"image-classify": check_classifier, "image-classify-torch": check_classifier, "embed": check_embed,
@@ -227,14 +233,20 @@ def test_every_function_image_builds_and_serves(name, podman, model_store, tmp_p
     """faas-cli build semantics, the baked model, a real request; sizes and times go to the report."""
     tmp = tmp_path_factory.mktemp(name)
     built = build_function(name, podman, model_store, tmp)
-    corpus = tmp / "corpus"
-    corpus.mkdir()
+    corpus = tmp / "data" / "corpora" / "logic"
+    corpus.mkdir(parents=True)
     (corpus / "logic.v").write_text("Lemma and_swap : forall P Q : Prop, P /\\ Q -> Q /\\ P.\n"
                                     "Proof.\n  intros P Q [p q]. split; assumption.\nQed.\n" * 8)
-    corpus.chmod(0o755)
-    env = dict(stack.load(REPO / "stack.yml").functions[name].env(), AIGC_JOBS_DIR="/tmp/jobs")  # as deployed
+    for folder in (corpus, corpus.parent, corpus.parent.parent):
+        folder.chmod(0o755)
+    secrets = tmp / "secrets"
+    secrets.mkdir(mode=0o755)
+    (secrets / "finetune-token").write_text(TOKEN)
+    (secrets / "finetune-token").chmod(0o644)
+    env = dict(stack.load(REPO / "stack.yml").functions[name].env(), AIGC_JOBS_DIR="/tmp/jobs",
+               AIGC_FINETUNE_DATA="/data")  # as deployed, plus where the test's corpus is
     container = podman.run(built.image, f"aigc-test-{name}", free_port(), user=UID, read_only=True, env=env,
-                           volumes=[f"{corpus}:/corpus:ro"])
+                           volumes=[f"{corpus.parent.parent}:/data:ro", f"{secrets}:/var/openfaas/secrets:ro"])
     try:
         ready = container.wait(timeout=300)
         CHECKS[name](container.url, corpus)

@@ -97,6 +97,7 @@ class ImageClassifier(Model):
         stored = store.open_model(self.name)
         self.labels = json.loads(stored.file("labels.json").read_text())
         spec = json.loads(stored.file("preprocess.json").read_text())
+        self.min_side = int(spec["resize_shorter"])  # decode no larger than the preprocessing needs
         self.preprocess = fastpath.ClassifierPreprocessor(spec)  # AIGC_FAST_PATH picks wasm/native
         self.run = ENGINE_CLASSES[self.engine](stored)
 
@@ -125,7 +126,7 @@ def handle(event, context):
         raise errors.InvalidInput("POST a JPEG or PNG image to / (or use /v2/models/"
                                   f"{model.name}/infer)")
     k = _top_k(event.query.get("top_k"))
-    probs = model.probabilities(model.preprocess(images.decode(event.body))[None])[0]
+    probs = model.probabilities(model.preprocess(images.decode(event.body, model.min_side))[None])[0]
     top = np.argsort(-probs)[:k]
     return {"model": model.name,
             "predictions": [{"label": model.labels[i], "index": int(i), "score": float(probs[i])} for i in top]}
