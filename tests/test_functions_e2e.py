@@ -240,3 +240,32 @@ def test_15_oversized_bodies_are_413_at_once_chunked_or_not(served_functions):
     assert time.monotonic() - started < 5  # not after reading 200 MiB
     ok = requests.post(url + "/v1/embeddings", json={"input": "still serving", "model": "minilm-l6-int8"})
     assert ok.status_code == 200
+
+
+def test_6_work_stops_soon_after_its_504_and_oversized_batches_are_refused(serve, stack_file, model_store):
+    """Finding 6: an embed call of 2,048 inputs x 250 tokens got 504 at 30 s and the replica computed for 10
+    more minutes. Now the work checks the deadline between batches, and a request's tokens are capped."""
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def in_flight(url: str) -> float:
+        text = requests.get(url + "/metrics", timeout=10).text
+        return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == "http_requests_in_flight")
+
+    text = " ".join(["the quick brown fox jumps over the lazy dog"] * 22)  # ~200 tokens
+    capped = serve(stack_file.functions["embed"])
+    refused = requests.post(capped.url + "/v1/embeddings", json={"model": "minilm-l6-int8", "input": [text] * 400})
+    assert refused.status_code == 400 and "AIGC_MAX_REQUEST_TOKENS" in refused.json()["error"]
+
+    inst = serve(stack_file.functions["embed"], {"exec_timeout": "1s", "AIGC_MAX_REQUEST_TOKENS": "1000000"})
+    started = time.monotonic()
+    late = requests.post(inst.url + "/v1/embeddings", json={"model": "minilm-l6-int8", "input": [text] * 800},
+                         timeout=120)
+    assert late.status_code == 504, late.text[:200]
+    while in_flight(inst.url) > 0:  # the slot is held until the work really ends
+        assert time.monotonic() - started < 6, "the work went on long after its 504"
+        time.sleep(0.1)
+    ok = requests.post(inst.url + "/v1/embeddings", json={"model": "minilm-l6-int8", "input": "still here"})
+    assert ok.status_code == 200

@@ -207,3 +207,23 @@ def test_11_a_huge_prompt_is_refused_by_its_length_before_tokenising(tiny):
                          timeout=60)
     assert resp.status_code == 400 and "characters" in resp.json()["error"], resp.text[:300]
     assert time.monotonic() - started < 3
+
+
+def test_10_a_stream_past_exec_timeout_ends_with_an_error_event(model_store, stack_file, tmp_path):
+    """Finding 10: streams ignored exec_timeout and were cut by the gateway at 300 s with no event."""
+    import time
+
+    inst = _start(stack_file.functions["text-generate"], tmp_path, {"exec_timeout": "2s"})
+    try:
+        started = time.monotonic()
+        resp = requests.post(inst.url + "/v1/completions", stream=True, timeout=60,
+                             json={"model": SMOL, "prompt": "Once upon a time", "max_tokens": 400, "stream": True,
+                                   "temperature": 0})
+        events = [line for line in resp.iter_lines() if line.startswith(b"data: ")]
+        took = time.monotonic() - started
+        assert events[-1] == b"data: [DONE]" and took < 10, (took, events[-3:])
+        error = json.loads(events[-2][6:])
+        assert "exec_timeout=2s" in error["error"]
+        assert json.loads(events[-3][6:])["choices"][0]["finish_reason"] == "length"
+    finally:
+        inst.stop()

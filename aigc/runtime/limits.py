@@ -3,11 +3,15 @@
 Work runs on a thread pool so a request can be answered with 504 when it
 overruns; the overrunning work keeps its in-flight slot until it really ends,
 so timeouts cannot pile up more concurrent work than `max_inflight` allows.
+The work runs with its deadline in a context variable: engines call
+`check_deadline()` between steps (batches, tokens), so work whose caller has
+its 504 already stops there instead of computing for minutes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import threading
 import time
 from typing import Any, Callable
@@ -15,6 +19,22 @@ from typing import Any, Callable
 from flask import Response
 
 from . import errors, metrics
+
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("aigc_deadline", default=None)
+
+
+def check_deadline() -> None:
+    """Raise Timeout once the current request is past exec_timeout (no-op outside a request)."""
+    deadline = _DEADLINE.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise errors.Timeout("request passed exec_timeout; its work stopped")
+
+
+def remaining() -> float | None:
+    """Seconds left to the current request, or None outside one."""
+    deadline = _DEADLINE.get()
+    return None if deadline is None else deadline - time.monotonic()
 
 
 class Slot:
@@ -67,7 +87,9 @@ class Gate:
         try:
             if before is not None:
                 before(max(deadline - time.monotonic(), 0.0))
-            future = self._pool.submit(work)
+            context = contextvars.copy_context()
+            context.run(_DEADLINE.set, deadline)
+            future = self._pool.submit(context.run, work)
         except BaseException:
             slot.release()
             raise

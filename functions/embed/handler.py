@@ -11,9 +11,11 @@ import os
 
 import numpy as np
 
-from aigc.runtime import Model, TensorSpec, errors, fastpath, openai, ort, store
+from aigc.runtime import Model, TensorSpec, errors, fastpath, limits, openai, ort, store
 
 BATCH = 32
+# tokens one request may embed in all: about 10 s of work on 2 cores; more is a 400 that says to split
+MAX_REQUEST_TOKENS = int(os.environ.get("AIGC_MAX_REQUEST_TOKENS", 32768))
 
 
 class SentenceEmbedder(Model):
@@ -34,11 +36,18 @@ class SentenceEmbedder(Model):
         for i, seq in enumerate(ids):
             if len(seq) > limit:
                 raise errors.InvalidInput(f"input[{i}] is {len(seq)} tokens; {self.name} takes at most {limit}")
+        total = sum(len(x) for x in ids)
+        if total > MAX_REQUEST_TOKENS:
+            raise errors.InvalidInput(f"the inputs are {total} tokens in all; one request takes at most "
+                                      f"{MAX_REQUEST_TOKENS} (AIGC_MAX_REQUEST_TOKENS): split them")
         return ids
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         ids = self.tokenize(texts)
-        vectors = [self._embed_batch(ids[i:i + BATCH]) for i in range(0, len(ids), BATCH)]
+        vectors = []
+        for i in range(0, len(ids), BATCH):
+            limits.check_deadline()  # the caller may have its 504 already: stop between batches
+            vectors.append(self._embed_batch(ids[i:i + BATCH]))
         return np.concatenate(vectors), sum(len(x) for x in ids)
 
     def _embed_batch(self, ids: list[list[int]]) -> np.ndarray:

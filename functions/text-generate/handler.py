@@ -74,8 +74,9 @@ def _generate(body, chat: bool):
     budget = model.budget(ids, sampling.max_tokens, MAX_TOKENS, field)
     rid, created = openai.generation_id(chat), int(time.time())
     if sampling.stream:
-        # the runtime's gate keeps this request's in-flight slot until the stream closes
-        gen = model.generate(ids, adapter, sampling, budget)
+        # the runtime's gate keeps this request's in-flight slot until the stream closes; exec_timeout
+        # bounds a stream too, and its end says so in-band (the 200 is long sent)
+        gen = model.generate(ids, adapter, sampling, budget, deadline=time.monotonic() + EXEC_TIMEOUT)
         return Response(_events(gen, rid, created, request.model, chat), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     # past exec_timeout the client has its 504 already; stop spending CPU on the answer
@@ -99,6 +100,12 @@ def _events(gen, rid: str, created: int, name: str, chat: bool):
             yield openai.sse(openai.chat_chunk(rid, created, name, {"role": "assistant", "content": ""}, None))
         for text in gen:
             yield piece(text)
+        if gen.finish_reason == "timeout":
+            yield piece("", "length")  # OpenAI's reason for a cut answer, then why it was cut
+            yield openai.sse({"error": f"generation stopped at exec_timeout={EXEC_TIMEOUT:g}s after "
+                                       f"{gen.completion_tokens} tokens; ask for fewer tokens or raise exec_timeout"})
+            yield openai.SSE_DONE
+            return
         yield piece("", gen.finish_reason)
         if gen.sampling.include_usage:
             yield openai.sse(openai.usage_chunk(rid, created, name, chat,
