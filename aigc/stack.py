@@ -75,31 +75,64 @@ def _resources(path: Path, name: str, value) -> dict[str, str] | None:
     return {k: str(v) for k, v in value.items()}
 
 
+def _mapping(path: Path, where: str, value, optional: bool = True) -> dict:
+    if value is None and optional:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: {where} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _strings(path: Path, where: str, value) -> dict[str, str]:
+    """A mapping of scalars, as strings (labels, annotations, environment, build_args)."""
+    mapping = _mapping(path, where, value)
+    if not all(isinstance(v, (str, int, float, bool)) for v in mapping.values()):
+        raise ValueError(f"{path}: the values of {where} must be strings or numbers")
+    return {str(k): str(v) for k, v in mapping.items()}
+
+
+def _list(path: Path, where: str, value) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{path}: {where} must be a list of strings")
+    return list(value)
+
+
 def load(path: str | Path = "stack.yml") -> Stack:
     path = Path(path)
-    doc = yaml.safe_load(envsubst(path.read_text())) or {}
-    provider = doc.get("provider") or {}
+    try:
+        doc = yaml.safe_load(envsubst(path.read_text())) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    doc = _mapping(path, "the file", doc)
+    provider = _mapping(path, "provider", doc.get("provider"))
     if provider.get("name") != "openfaas":
         raise ValueError(f"{path}: provider.name must be 'openfaas'")
     base = path.parent
-    copy = [str(p) for p in ((doc.get("configuration") or {}).get("copy") or [])]  # to every function
+    copy = _list(path, "configuration.copy", _mapping(path, "configuration", doc.get("configuration")).get("copy"))
     functions = {}
-    for name, spec in (doc.get("functions") or {}).items():
+    for name, spec in _mapping(path, "functions", doc.get("functions")).items():
         if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
             raise ValueError(f"{path}: function name {name!r} must be a DNS label (a-z, 0-9, '-', max 63)")
+        spec = _mapping(path, f"function {name!r}", spec, optional=False)
         for key in ("lang", "handler", "image"):
-            if not spec.get(key):
-                raise ValueError(f"{path}: function {name!r} needs '{key}'")
+            if not spec.get(key) or not isinstance(spec[key], str):
+                raise ValueError(f"{path}: function {name!r} needs '{key}' (a string)")
+        where = f"function {name!r}"
         functions[name] = StackFunction(
             name=name, lang=spec["lang"], handler=(base / spec["handler"]).resolve(), image=spec["image"],
-            environment={str(k): str(v) for k, v in (spec.get("environment") or {}).items()},
-            environment_file=[(base / f).resolve() for f in spec.get("environment_file") or []],
-            secrets=list(spec.get("secrets") or []),
-            labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
-            annotations={str(k): str(v) for k, v in (spec.get("annotations") or {}).items()},
+            environment=_strings(path, f"{where} environment", spec.get("environment")),
+            environment_file=[(base / f).resolve() for f in _list(path, f"{where} environment_file",
+                                                                  spec.get("environment_file"))],
+            secrets=_list(path, f"{where} secrets", spec.get("secrets")),
+            labels=_strings(path, f"{where} labels", spec.get("labels")),
+            annotations=_strings(path, f"{where} annotations", spec.get("annotations")),
             limits=_resources(path, name, spec.get("limits")), requests=_resources(path, name, spec.get("requests")),
-            build_args={str(k): str(v) for k, v in (spec.get("build_args") or {}).items()},
-            build_options=[str(o) for o in spec.get("build_options") or []], copy=copy,
+            build_args=_strings(path, f"{where} build_args", spec.get("build_args")),
+            build_options=_list(path, f"{where} build_options", spec.get("build_options")), copy=copy,
             read_only_root=spec.get("readonly_root_filesystem") is True,
         )
-    return Stack(path=path, gateway=provider.get("gateway", "http://127.0.0.1:8080"), functions=functions)
+    gateway = provider.get("gateway", "http://127.0.0.1:8080")
+    return Stack(path=path, gateway=gateway if isinstance(gateway, str) else "http://127.0.0.1:8080",
+                 functions=functions)

@@ -110,9 +110,15 @@ async def get_logs(request):
         finally:
             following.close()
     else:
-        for line in await asyncio.to_thread(gw.logs.read, name, instance, since, tail):
-            await send(line)
-    await response.write_eof()
+        try:
+            for line in await asyncio.to_thread(gw.logs.read, name, instance, since, tail):
+                await send(line)
+        except ConnectionResetError:
+            return response
+    try:
+        await response.write_eof()
+    except ConnectionResetError:  # the client left while we finished: nothing to tell it
+        pass
     return response
 
 

@@ -1,0 +1,151 @@
+"""Fuzz the gateway and the function runtime with schemathesis, from their OpenAPI descriptions.
+
+    python bench/fuzz.py                          # a short fixed-seed run of every target
+    python bench/fuzz.py --max-examples 10000     # the long run (README's table)
+
+Targets: the gateway (OpenFaaS's own spec, with basic auth, against `aigc up`
+serving a small echo function) and real function instances started as
+processes: image-classify (`probes`, `oip`, `image` operations of
+docs/runtime-openapi.yaml), embed (`probes`, `oip`, `embeddings`) and
+text-generate (`probes`, `oip`, `text`, with generation capped at 2 tokens so
+valid requests stay cheap). The check is schemathesis' `not_a_server_error`:
+whatever it sends, no 5xx. A followed log stream (`follow=true`) is left out:
+it lasts as long as its client, by design. Prints, per target and operation,
+the cases sent, the 5xx answers and the requests that got no answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .. import runner, stack
+from .gateway import REPO, LocalGateway, free_port
+
+GATEWAY_SPEC = REPO.parent / "shared" / "spec" / "openfaas-gateway-openapi.yml"
+RUNTIME_SPEC = REPO / "docs" / "runtime-openapi.yaml"
+ECHO_STACK = """version: 1.0
+provider: {name: openfaas, gateway: "http://127.0.0.1:8080"}
+functions:
+  echo:
+    lang: aigc-onnx
+    handler: %s
+    image: localhost/echo:test
+    labels: {com.openfaas.scale.min: "1", com.openfaas.scale.max: "2"}
+"""
+FUNCTIONS = {"image-classify": ("probes", "oip", "image"), "embed": ("probes", "oip", "embeddings"),
+             "text-generate": ("probes", "oip", "text")}
+
+
+def schemathesis(spec: Path, url: str, report: Path, max_examples: int, seed: int, workers: int,
+                 extra: list[str]) -> float:
+    """One `st run`; returns its seconds. Its findings are read from the NDJSON report."""
+    args = [str(Path(sys.executable).parent / "st"), "run", str(spec), "--url", url, "--checks", "not_a_server_error",
+            "--max-examples", str(max_examples), "--seed", str(seed), "--workers", str(workers),
+            "--report", "ndjson", "--report-ndjson-path", str(report), "--warnings", "off", *extra]
+    env = dict(os.environ, SCHEMATHESIS_HOOKS="aigc.bench.fuzz_hooks")
+    started = time.monotonic()
+    # in the report's folder: schemathesis keeps a cache where it runs, which must not land in the checkout
+    subprocess.run(args, env=env, cwd=report.parent, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, check=False)
+    return time.monotonic() - started
+
+
+def summarize(report: Path) -> dict[str, dict[str, int]]:
+    """Per operation: cases sent, 5xx answers, check failures, and requests without an answer."""
+    rows: dict[str, dict[str, int]] = collections.defaultdict(lambda: collections.Counter())
+    for line in report.read_text().splitlines():
+        event = json.loads(line)
+        if "ScenarioFinished" in event:
+            recorder = event["ScenarioFinished"]["recorder"]
+            row = rows[recorder["label"]]
+            for interaction in (recorder.get("interactions") or {}).values():
+                row["cases"] += 1
+                status = (interaction.get("response") or {}).get("status_code")
+                if status is None:
+                    row["no answer"] += 1
+                elif status >= 500:
+                    row["5xx"] += 1
+            for checks in (recorder.get("checks") or {}).values():
+                row["failed checks"] += sum(1 for c in checks if c.get("status") == "failure")
+        elif "NonFatalError" in event:
+            rows[event["NonFatalError"].get("label") or "(run)"]["no answer"] += 1
+    return {label: dict(row) for label, row in rows.items()}
+
+
+def run_gateway(work: Path, args) -> dict:
+    handler = REPO / "tests" / "handlers" / "echo"
+    (work / "stack.yml").write_text(ECHO_STACK % handler)
+    gw = LocalGateway(work / "stack.yml", work / "gateway.log", state_dir=work / "state")
+    try:
+        gw.client.wait_for("echo", lambda s: s["availableReplicas"] >= 1, 60, "the echo replica")
+        report = work / "gateway.ndjson"
+        seconds = schemathesis(args.gateway_spec, gw.url, report, args.max_examples, args.seed, args.workers,
+                               ["--auth", f"admin:{gw.client.password}"])
+        return {"seconds": seconds, "operations": summarize(report)}
+    finally:
+        gw.stop()
+
+
+def run_function(name: str, work: Path, args) -> dict:
+    fn = stack.load(REPO / "stack.yml").functions[name]
+    env = {"AIGC_MAX_TOKENS": "2", "exec_timeout": "30s"} if name == "text-generate" else {}
+    log = open(work / f"{name}.log", "wb")
+    inst = runner.start(fn, REPO, free_port(), extra_env=env, build_dir=work / "build" / name, stdout=log,
+                        stderr=subprocess.STDOUT)
+    try:
+        inst.wait_ready(180)
+        report = work / f"{name}.ndjson"
+        tags = [a for t in FUNCTIONS[name] for a in ("--include-tag", t)]
+        seconds = schemathesis(RUNTIME_SPEC, inst.url, report, args.max_examples, args.seed, args.workers, tags)
+        return {"seconds": seconds, "operations": summarize(report)}
+    finally:
+        inst.stop()
+        log.close()
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = ["| target | operation | cases | 5xx | no answer |", "|---|---|---:|---:|---:|"]
+    for target, result in results.items():
+        for label, row in sorted(result["operations"].items()):
+            lines.append(f"| {target} | `{label}` | {row.get('cases', 0)} | {row.get('5xx', 0)} | "
+                         f"{row.get('no answer', 0)} |")
+        total = sum(r.get("cases", 0) for r in result["operations"].values())
+        lines.append(f"| {target} | all ({result['seconds']:.0f} s) | {total} | "
+                     f"{sum(r.get('5xx', 0) for r in result['operations'].values())} | "
+                     f"{sum(r.get('no answer', 0) for r in result['operations'].values())} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--max-examples", type=int, default=20, help="cases per operation and phase (schemathesis -n)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--targets", default="gateway," + ",".join(FUNCTIONS), help="comma-separated")
+    p.add_argument("--out", type=Path, help="keep reports here (default: a temporary folder)")
+    p.add_argument("--gateway-spec", type=Path, default=GATEWAY_SPEC,
+                   help="OpenFaaS's gateway OpenAPI file (openfaas/faas api-docs/swagger.yml); default: beside "
+                        "the repository in this project's CI")
+    args = p.parse_args(argv)
+    if "gateway" in args.targets.split(",") and not args.gateway_spec.is_file():
+        p.error(f"{args.gateway_spec} not found: give --gateway-spec, or leave 'gateway' out of --targets")
+    tmp = None if args.out else tempfile.TemporaryDirectory(prefix="aigc-fuzz-")
+    work = args.out or Path(tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for target in args.targets.split(","):
+        print(f"fuzzing {target} …", flush=True)
+        results[target] = run_gateway(work, args) if target == "gateway" else run_function(target, work, args)
+    print(table(results))
+    (work / "summary.json").write_text(json.dumps(results, indent=1))
+    bad = sum(r.get("5xx", 0) + r.get("no answer", 0) for res in results.values() for r in res["operations"].values())
+    if tmp:
+        tmp.cleanup()
+    return 1 if bad else 0
