@@ -67,6 +67,24 @@ class DuplicateCall(Exception):
     pass
 
 
+class QueueUnavailable(Exception):
+    """The database cannot take the call now; `status` is 507 (no space left) or 503 (locked, or failing)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def unavailable(exc: sqlite3.Error) -> QueueUnavailable:
+    text = str(exc).lower()
+    if "full" in text or "no space" in text:
+        return QueueUnavailable(507, "the gateway's disk is full: the call was not accepted; free space under "
+                                     "$AIGC_STATE_DIR and retry")
+    if "locked" in text or "busy" in text:
+        return QueueUnavailable(503, "the queue's database is locked by another process; retry shortly")
+    return QueueUnavailable(503, f"the queue's database failed ({exc}); the call was not accepted")
+
+
 class Queue:
     def __init__(self, path: Path, max_calls: int = 1000, max_bytes: int = 256 << 20,
                  retention: float = 24 * 3600.0):
@@ -74,6 +92,7 @@ class Queue:
         os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         os.chmod(path, 0o600)  # also a file an older version left 0644
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout=5000")  # another process holding a lock: wait, then 503
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a 202 means the call is on disk
         self._db.executescript(SCHEMA)
@@ -97,6 +116,8 @@ class Queue:
                                  (call_id, function, path, query, json.dumps(headers), body, callback_url, now, now))
             except sqlite3.IntegrityError:
                 raise DuplicateCall(f"a call with X-Call-Id {call_id!r} was accepted already") from None
+            except sqlite3.OperationalError as exc:
+                raise unavailable(exc) from None
 
     def purge(self, now: float | None = None) -> int:
         """Delete finished calls older than the retention; returns how many."""

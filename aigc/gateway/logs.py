@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO
 
+log = logging.getLogger("aigc.gateway")
+
 MAX_BYTES = 1 << 20       # kept per function
+MAX_FILE = 16 << 20       # each replica's log file, before it is rotated to FILE.1
 MAX_LINE = 16 << 10       # a longer line is cut
 FOLLOW_BUFFER = 1000      # lines waiting for a slow follower
 
@@ -111,14 +116,50 @@ def _offer(queue: asyncio.Queue, line: Line) -> None:
 
 
 def drain(stream: IO[bytes], file_path, book: LogBook, function: str, instance: str) -> threading.Thread:
-    """Copy a replica's output into its log file and the book, on a daemon thread, until EOF."""
+    """Copy a replica's output into its log file and the book, on a daemon thread, until EOF.
+
+    The pipe is always read, whatever happens to the file: a replica whose output is not read blocks
+    on its next write. The file keeps the last MAX_FILE bytes and one older file (`.1`); when it
+    cannot be written (a full disk), lines still reach the book and a warning says so once."""
     def run():
-        with stream, open(file_path, "ab") as out:
+        out, written = _open_log(file_path)
+        with stream:
             for raw in iter(lambda: stream.readline(MAX_LINE), b""):  # bounded: a line without end is cut
-                out.write(raw)
-                out.flush()
                 book.add(function, instance, raw.decode("utf-8", "replace").rstrip("\n"))
+                if out is None:
+                    continue
+                try:
+                    if written + len(raw) > MAX_FILE:
+                        out.close()
+                        os.replace(file_path, f"{file_path}.1")
+                        out, written = open(file_path, "ab"), 0
+                    out.write(raw)
+                    out.flush()
+                    written += len(raw)
+                except OSError as exc:
+                    log.warning("%s: its log file is not written any more (%s); `faas-cli logs` still has the "
+                                "last %d KiB", instance, exc, MAX_BYTES >> 10)
+                    out = _close(out)
+        _close(out)
 
     thread = threading.Thread(target=run, name=f"logs-{instance}", daemon=True)
     thread.start()
     return thread
+
+
+def _open_log(path) -> tuple[IO[bytes] | None, int]:
+    try:
+        out = open(path, "ab")
+        return out, out.tell()
+    except OSError as exc:
+        log.warning("replica log %s cannot be opened (%s); lines go to `faas-cli logs` only", path, exc)
+        return None, 0
+
+
+def _close(out: IO[bytes] | None) -> None:
+    if out is not None:
+        try:
+            out.close()
+        except OSError:
+            pass
+    return None

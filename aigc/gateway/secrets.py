@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
 import re
 import tempfile
@@ -59,6 +60,13 @@ def parse(body: Any, with_value: bool = True) -> tuple[str, bytes]:
     return name, data
 
 
+def _storage_error(exc: OSError) -> SecretError:
+    if exc.errno == errno.ENOSPC:
+        return SecretError(507, "the gateway's disk is full: the secret was not written (its old value, if any, "
+                                "is unchanged); free space under $AIGC_STATE_DIR and retry")
+    return SecretError(500, f"the secret could not be written: {exc.strerror}")
+
+
 class SecretStore:
     def __init__(self, root: Path):
         self.root = root
@@ -81,11 +89,16 @@ class SecretStore:
             raise SecretError(409, f"secret {name!r} already exists; update it with PUT /system/secrets")
         if not create and not target.exists():
             raise SecretError(404, f"secret {name!r} not found; create it with POST /system/secrets")
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)  # mkstemp: 0600 from the start
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)  # mkstemp: 0600 from the start
+        except OSError as exc:
+            raise _storage_error(exc) from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            os.replace(tmp, target)
+            os.replace(tmp, target)  # the old value stays whole until the new one is
+        except OSError as exc:
+            raise _storage_error(exc) from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

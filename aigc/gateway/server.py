@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from . import auth, deploy, system
-from .asyncq import DuplicateCall, QueueFull
+from .asyncq import DuplicateCall, QueueFull, QueueUnavailable
 from .core import Gateway, forward_headers
 from .deploy import DeployError
 from .http import GATEWAY, JSONError, check_namespace, error, json_errors, read_json as _json
@@ -181,6 +181,8 @@ async def invoke_async(request: web.Request):
         return error(429, str(exc), **{"Retry-After": "5"})
     except DuplicateCall as exc:
         return error(409, f"{exc}; give each call its own X-Call-Id")
+    except QueueUnavailable as exc:
+        return error(exc.status, str(exc), **{"Retry-After": "5"})
     return web.Response(status=202, headers={"X-Call-Id": call_id})
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -44,7 +45,12 @@ class QueueWorker:
 
     async def run(self) -> None:
         while True:
-            call = await asyncio.to_thread(self.queue.claim)
+            try:
+                call = await asyncio.to_thread(self.queue.claim)
+            except sqlite3.Error as exc:  # a full disk or a lock: what is queued stays queued; try again
+                log.warning("the queue cannot be read (%s); retrying in 1 s", exc)
+                await asyncio.sleep(1.0)
+                continue
             if call is None:
                 await asyncio.sleep(0.05)
                 continue
@@ -52,6 +58,8 @@ class QueueWorker:
                 await self._run_call(call)
             except asyncio.CancelledError:
                 raise
+            except sqlite3.Error as exc:  # the outcome could not be stored: it runs again after a restart
+                log.warning("async call %s: its outcome was not saved (%s)", call.call_id, exc)
             except Exception as exc:  # a bug of ours: keep the worker alive, and the attempt counts
                 log.exception("async call %s failed", call.call_id)
                 await self._attempt_failed(call, 500, {}, _error_body(f"gateway error: {type(exc).__name__}"), 0.0,

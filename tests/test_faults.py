@@ -1,0 +1,14 @@
+"""Fault injection (aigc/bench/faults.py), each scenario once: kill -9 of a replica and of the gateway, a full
+disk, callback receivers that are down or redirect, a locked queue database."""
+
+import pytest
+
+from aigc.bench import faults
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name", sorted(faults.SCENARIOS))
+def test_fault(name, tmp_path):
+    row = faults.SCENARIOS[name](tmp_path)
+    assert row["ok"], row
