@@ -31,18 +31,8 @@ from pathlib import Path
 
 import requests
 
-from .gateway import REPO, LocalGateway
+from .gateway import LocalGateway, write_echo_stack
 
-ECHO = REPO / "tests" / "handlers" / "echo"
-STACK = """version: 1.0
-provider: {name: openfaas, gateway: "http://127.0.0.1:8080"}
-functions:
-  echo:
-    lang: aigc-onnx
-    handler: %s
-    image: localhost/echo:test
-    labels: {com.openfaas.scale.min: "%d", com.openfaas.scale.max: "%d", com.openfaas.scale.target: "50"}
-"""
 
 
 class Receiver:
@@ -83,8 +73,7 @@ class Receiver:
 
 
 def _gateway(work: Path, replicas: int = 1, port: int | None = None, state: Path | None = None) -> LocalGateway:
-    (work / "stack.yml").write_text(STACK % (ECHO, replicas, max(replicas, 2)))
-    gw = LocalGateway(work / "stack.yml", work / "gateway.log", state_dir=state or work / "state", port=port)
+    gw = LocalGateway(write_echo_stack(work / "stack.yml", replicas, max(replicas, 2)), work / "gateway.log", state_dir=state or work / "state", port=port)
     gw.client.wait_for("echo", lambda s: s["availableReplicas"] >= replicas, 60, f"{replicas} replicas")
     return gw
 

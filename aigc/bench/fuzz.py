@@ -27,19 +27,10 @@ import time
 from pathlib import Path
 
 from .. import runner, stack
-from .gateway import REPO, LocalGateway, free_port
+from .gateway import REPO, LocalGateway, free_port, write_echo_stack
 
 GATEWAY_SPEC = REPO.parent / "shared" / "spec" / "openfaas-gateway-openapi.yml"
 RUNTIME_SPEC = REPO / "docs" / "runtime-openapi.yaml"
-ECHO_STACK = """version: 1.0
-provider: {name: openfaas, gateway: "http://127.0.0.1:8080"}
-functions:
-  echo:
-    lang: aigc-onnx
-    handler: %s
-    image: localhost/echo:test
-    labels: {com.openfaas.scale.min: "1", com.openfaas.scale.max: "2"}
-"""
 FUNCTIONS = {"image-classify": ("probes", "oip", "image"), "embed": ("probes", "oip", "embeddings"),
              "text-generate": ("probes", "oip", "text")}
 
@@ -80,9 +71,7 @@ def summarize(report: Path) -> dict[str, dict[str, int]]:
 
 
 def run_gateway(work: Path, args) -> dict:
-    handler = REPO / "tests" / "handlers" / "echo"
-    (work / "stack.yml").write_text(ECHO_STACK % handler)
-    gw = LocalGateway(work / "stack.yml", work / "gateway.log", state_dir=work / "state")
+    gw = LocalGateway(write_echo_stack(work / "stack.yml"), work / "gateway.log", state_dir=work / "state")
     try:
         gw.client.wait_for("echo", lambda s: s["availableReplicas"] >= 1, 60, "the echo replica")
         report = work / "gateway.ndjson"
