@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import threading
 import time
 
@@ -111,6 +112,10 @@ def test_oip_infer_shapes_and_ids(monkeypatch):
     ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}, "expects [-1, 2]"),
     ({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}]}, "needs 4 values"),
     ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": ["a", "b"]}]}, "must be numbers"),
+    ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.5, True]}]}, "must be numbers"),
+    ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1e300, 2]}]}, "beyond the range of FP32"),
+    ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [[1, 2], 3]}]}, "mixes lists and values"),
+    ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [[1], [[2]]]}]}, "must be numbers"),
     ({"inputs": [{"name": "z", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}, "unknown input"),
     ({"inputs": []}, "non-empty 'inputs'"),
     ([1, 2], "JSON object"),
@@ -200,3 +205,21 @@ def test_a_bearer_token_from_a_secret_guards_every_route_but_probes_and_metrics(
     (tmp_path / "fn-token").write_text("rotated")  # faas-cli secret update: applies to the next call
     assert client.post("/", data=b"x", headers={"Authorization": "Bearer first"}).status_code == 401
     assert client.post("/", data=b"x", headers={"Authorization": "Bearer rotated"}).status_code == 200
+
+
+@pytest.mark.parametrize("datatype, data, fragment", [
+    ("INT8", [1, 200], "[-128, 127]"), ("INT64", [2**70, 1], "for INT64"), ("INT32", [1.5, 2], "whole numbers"),
+    ("UINT8", [-1, 2], "[0, 255]"), ("FP64", [float("inf"), 1], "finite"), ("BOOL", [1, 0], "true/false"),
+    ("BYTES", ["a", 1], "strings")])
+def test_oip_values_are_checked_whole_arrays_at_a_time(datatype, data, fragment):
+    from aigc.runtime import errors, oip
+    from aigc.runtime.model import TensorSpec
+
+    body = {"inputs": [{"name": "v", "shape": [2], "datatype": datatype, "data": data}]}
+    with pytest.raises(errors.InvalidInput, match=re.escape(fragment)):
+        oip.decode_inputs(body, (TensorSpec("v", datatype, (-1,)),))
+    good = {"INT8": [1, -2], "INT64": [2**62, 1], "INT32": [1.0, 2], "UINT8": [0, 255], "FP64": [1e300, 1],
+            "BOOL": [True, False], "BYTES": ["a", "b"]}[datatype]
+    decoded, _ = oip.decode_inputs(dict(body, inputs=[dict(body["inputs"][0], data=good)]),
+                                   (TensorSpec("v", datatype, (-1,)),))
+    assert decoded["v"].shape == (2,) and list(decoded["v"]) == [g.encode() if isinstance(g, str) else g for g in good]
