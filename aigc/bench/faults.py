@@ -151,25 +151,26 @@ def disk_full(work: Path) -> dict:
                 "figure": "", "ok": True}
     state = work / "small"
     state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state)], check=True)
+    # room for the gateway's state (build contexts with their bytecode) and little more
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(state)], check=True)
     receiver = Receiver()
     gw = None
     try:
         gw = _gateway(work, state=state / "state")
         ok = requests.post(gw.url + "/async-function/echo", data=b"before", headers={"X-Callback-Url": receiver.url})
         filler = state / "filler"
-        with open(filler, "wb") as fh:  # fill what is left
-            try:
+        try:
+            with open(filler, "wb") as fh:  # fill what is left
                 while True:
                     fh.write(b"\0" * (64 << 10))
                     fh.flush()
-            except OSError:
-                pass
+        except OSError:  # full now (or already)
+            pass
         refused = requests.post(gw.url + "/async-function/echo", data=b"x" * 200_000)
         secret = requests.post(gw.url + "/system/secrets", json={"name": "k", "value": "v" * 100_000},
                                auth=(gw.client.user, gw.client.password))
         sync = [requests.post(gw.url + "/function/echo", data=b"still", timeout=30).status_code for _ in range(20)]
-        filler.unlink()
+        filler.unlink(missing_ok=True)
         again = requests.post(gw.url + "/async-function/echo", data=b"after", headers={"X-Callback-Url": receiver.url})
         deadline = time.monotonic() + 30
         while len(set(receiver.ids())) < 2 and time.monotonic() < deadline:
