@@ -14,6 +14,7 @@ reduced right after decoding, so no full-size copy travels on.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
@@ -63,9 +64,14 @@ def memory_limit(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys
     return None
 
 
+@functools.cache
+def _own_memory_limit() -> int | None:
+    return memory_limit()  # read once per process: a replica's limit does not change while it runs
+
+
 def max_pixels() -> int:
     configured = int(os.environ.get("AIGC_MAX_IMAGE_PIXELS", 40_000_000))
-    limit = memory_limit()
+    limit = _own_memory_limit()
     if limit is None:
         return configured
     return min(configured, int(limit * MEMORY_SHARE / (max_decodes() * BYTES_PER_PIXEL)))
