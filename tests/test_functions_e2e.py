@@ -57,6 +57,30 @@ def test_tritonclient_reads_metadata_and_infers(served_functions, photos):
     assert result.as_numpy("top_scores").shape == (1, 2)
 
 
+def test_tritonclient_binary_mode_equals_json_mode(served_functions, photos):
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(served_functions["image-classify"].removeprefix("http://"))
+    rng = np.random.default_rng(0)
+    cases = {"image": ("UINT8", photos["coffee"][None]),  # raw pixels, and a preprocessed tensor as KServe takes
+             "input": ("FP32", rng.standard_normal((1, 3, 224, 224), dtype=np.float32))}
+    for name, (datatype, array) in cases.items():
+        answers = []
+        for binary in (False, True):
+            tensor = httpclient.InferInput(name, list(array.shape), datatype).set_data_from_numpy(array, binary_data=binary)
+            outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("top_labels", "top_scores")]
+            result = client.infer("efficientnet-lite0", [tensor], outputs=outputs, parameters={"top_k": 5})
+            has_binary = all("binary_data_size" in o.get("parameters", {}) for o in result.get_response()["outputs"])
+            assert has_binary == binary
+            labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("top_labels")[0]]
+            answers.append((labels, result.as_numpy("top_scores")))
+        (json_labels, json_scores), (bin_labels, bin_scores) = answers
+        assert json_labels == bin_labels and len(bin_labels) == 5
+        np.testing.assert_allclose(bin_scores, json_scores, rtol=1e-6)  # JSON carries float32 in shortest form
+        if name == "image":
+            assert bin_labels[0] == "espresso"
+
+
 @pytest.mark.parametrize("body, fragment", [
     (b"definitely not an image", "not a JPEG or PNG"),
     (b"", "empty"),

@@ -167,6 +167,19 @@ def test_sse_passes_through_unbuffered(gateway):
     assert total - first_at > 0.6, "the first event must arrive before the stream ends"
 
 
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_tritonclient_binary_tensors_pass_through_the_gateway(gateway, compression):
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(gateway.url.removeprefix("http://") + "/function/jobs")
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    tensor = httpclient.InferInput("x", [4, 2], "FP32").set_data_from_numpy(x, binary_data=True)
+    result = client.infer("doubler", [tensor], request_compression_algorithm=compression)
+    assert result.get_response()["outputs"][0]["parameters"]["binary_data_size"] == 32
+    np.testing.assert_array_equal(result.as_numpy("y"), x * 2)
+
+
 def test_async_calls_are_delivered_with_openfaas_headers(gateway):
     callbacks = CallbackServer()
     try:

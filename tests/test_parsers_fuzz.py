@@ -56,6 +56,24 @@ def test_oip_decode_accepts_or_says_what_is_wrong(body):
         assert isinstance(array, np.ndarray) and all(d >= 1 for d in array.shape)
 
 
+binary_tensors = st.fixed_dictionaries({
+    "name": st.sampled_from(["image", "input", "text"]),
+    "shape": st.lists(st.integers(1, 4), min_size=1, max_size=4) | st.just([10**12, 10**12]),
+    "datatype": st.sampled_from(DATATYPES),
+    "parameters": st.fixed_dictionaries({"binary_data_size": st.integers(-2, 80) | json_values}),
+}, optional={"data": json_values})
+
+
+@FUZZ
+@given(tensors=st.lists(binary_tensors, min_size=1, max_size=3), tail=st.binary(max_size=120))
+def test_oip_binary_decode_accepts_or_says_what_is_wrong(tensors, tail):
+    try:
+        decoded, _ = oip.decode_inputs({"inputs": tensors}, SPECS, tail)
+    except OK_ERRORS:
+        return
+    assert sum(a.nbytes for a in decoded.values() if a.dtype != object) <= len(tail)
+
+
 def _image(fmt: str, size: tuple[int, int]) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, (10, 200, 30)).save(buf, format=fmt)

@@ -32,7 +32,9 @@ async def serve(stack_path: Path, host: str, port: int, state_dir: Path | None =
     for warning in gw.launcher.warnings():
         print(f"aigc up: warning: {warning}", file=sys.stderr, flush=True)
     await gw.start()
-    runner = web.AppRunner(create_app(gw), access_log=None)
+    # bodies pass through as sent, Content-Encoding and all, as OpenFaaS's reverse proxy does: the function
+    # reads gzip itself (tritonclient's request compression), and a call queued for later keeps its bytes
+    runner = web.AppRunner(create_app(gw), access_log=None, auto_decompress=False)
     try:
         for fn in st.functions.values():
             if gw.runs_images and not await asyncio.to_thread(gw.launcher.podman.image_exists, fn.image):

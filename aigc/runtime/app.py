@@ -13,14 +13,17 @@ import logging
 import os
 import socket
 import time
+import zlib
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+import orjson
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import __version__
-from . import errors, metrics, oip, secrets, store
+from . import errors, metrics, oip, oip_binary, secrets, store
 from .config import Settings
 from .handler import Context, Event, parse_json, to_response
 from .limits import Gate
@@ -114,11 +117,52 @@ def _read_body(limit: int) -> bytes:
     a chunked body is read one byte past the limit, so one that is too large is a 413, not a body silently
     cut at the limit (what werkzeug's limited stream would give)."""
     if request.content_length is not None or request.environ.get("wsgi.input") is None:
-        return request.get_data(cache=False)
-    data = request.environ["wsgi.input"].read(limit + 1)
-    if len(data) > limit:
-        raise RequestEntityTooLarge()
-    return data
+        data = request.get_data(cache=False)
+    else:
+        data = request.environ["wsgi.input"].read(limit + 1)
+        if len(data) > limit:
+            raise RequestEntityTooLarge()
+    return _decompress(data, limit)
+
+
+_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # deflate means the zlib format in HTTP
+
+
+def _decompress(data: bytes, limit: int) -> bytes:
+    """A body sent with Content-Encoding gzip or deflate (tritonclient's request compression), inflated to at
+    most `limit` bytes, so a small bomb cannot expand past what an uncompressed body may be."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return data
+    if encoding not in _ENCODINGS:
+        raise errors.UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate "
+                                          "or an uncompressed body")
+    inflater = zlib.decompressobj(_ENCODINGS[encoding])
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise errors.InvalidInput(f"body is not valid {encoding} data: {exc}") from None
+    if len(out) > limit:
+        raise errors.PayloadTooLarge(f"the decompressed body is larger than the {limit} bytes this function "
+                                     "accepts (AIGC_MAX_BODY_SIZE)")
+    if not inflater.eof:
+        raise errors.InvalidInput(f"body is truncated {encoding} data")
+    return out
+
+
+def _oip_response(header: dict, binary: bytes) -> Response:
+    """An infer response: JSON, or (binary extension) the JSON header and then the outputs' bytes."""
+    payload = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY, default=_to_list)
+    if not binary:
+        return Response(payload, content_type="application/json")
+    return Response(payload + binary, content_type="application/octet-stream",
+                    headers={oip_binary.HEADER: str(len(payload))})
+
+
+def _to_list(value: Any) -> Any:
+    if isinstance(value, np.ndarray):  # dtypes orjson does not write itself
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 _OPEN_PATHS = ("/_/health", "/_/ready", "/metrics")  # probes and scraping, as a platform needs them
@@ -132,10 +176,6 @@ def _check_token(secret_name: str) -> None:
     if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
         raise errors.Unauthorized(f"this function needs 'Authorization: Bearer <token>', the value of the "
                                   f"secret {secret_name!r}")
-
-
-def _request_json() -> Any:
-    return parse_json(_read_body(request.max_content_length or 0))
 
 
 def create_app(handler_module: str | ModuleType | None = None, settings: Settings | None = None,
@@ -222,7 +262,7 @@ def create_app(handler_module: str | ModuleType | None = None, settings: Setting
     # --- Open Inference Protocol v2 ----------------------------------------
     @app.get("/v2")
     def server_metadata():
-        return jsonify(name=runtime.name, version=__version__, extensions=[])
+        return jsonify(name=runtime.name, version=__version__, extensions=[oip_binary.EXTENSION])
 
     @app.get("/v2/health/live")
     def live():
@@ -251,8 +291,11 @@ def create_app(handler_module: str | ModuleType | None = None, settings: Setting
     @app.post("/v2/models/<name>/versions/<version>/infer")
     def model_infer(name: str, version: str | None = None):
         m = runtime.model(name, version)
-        body = _request_json()
-        return jsonify(runtime.gate.run(lambda: oip.infer(m, body), before=m.wait_ready))
+        raw = _read_body(request.max_content_length or 0)
+        length = oip_binary.header_length(request.headers.get(oip_binary.HEADER), len(raw))
+        body = parse_json(raw[:length] if length else raw)
+        binary = memoryview(raw)[length:] if length else b""
+        return _oip_response(*runtime.gate.run(lambda: oip.infer(m, body, binary), before=m.wait_ready))
 
     # --- the function's own handler -----------------------------------------
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

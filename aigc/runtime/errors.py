@@ -33,6 +33,12 @@ class PayloadTooLarge(AigcError):
     status = 413
 
 
+class UnsupportedMediaType(AigcError):
+    """A body in an encoding the function cannot read."""
+
+    status = 415
+
+
 class TooManyRequests(AigcError):
     """More requests in flight than `max_inflight` allows."""
 

@@ -1,8 +1,10 @@
-"""Open Inference Protocol (v2) REST: JSON tensors to numpy and back.
+"""Open Inference Protocol (v2) REST: tensors to numpy and back.
 
 Shapes follow the spec: `data` is row-major, flat or nested; `shape` says how
-to read it. Every check names the tensor and what to change, because an OIP
-client has no other way to learn why a request was refused.
+to read it. Tensors may instead travel as raw bytes after the JSON header (the
+binary tensor data extension, oip_binary). Every check names the tensor and
+what to change, because an OIP client has no other way to learn why a request
+was refused.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import errors
+from . import errors, oip_binary
 from .model import Model, TensorSpec
 
 NUMPY_TYPES = {
@@ -91,8 +93,10 @@ def _decode_values(name: str, datatype: str, values: list) -> np.ndarray:
     return out
 
 
-def decode_inputs(body: Any, specs: Iterable[TensorSpec]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Validate an infer request body against the model's input specs."""
+def decode_inputs(body: Any, specs: Iterable[TensorSpec], binary: bytes | memoryview = b""
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Validate an infer request against the model's input specs. `binary` is what followed the JSON header
+    (the binary extension): the inputs with parameters.binary_data_size take their bytes from it, in order."""
     if not isinstance(body, dict):
         raise errors.InvalidInput("infer request must be a JSON object with an 'inputs' list")
     tensors = body.get("inputs")
@@ -100,10 +104,16 @@ def decode_inputs(body: Any, specs: Iterable[TensorSpec]) -> tuple[dict[str, np.
         raise errors.InvalidInput("infer request needs a non-empty 'inputs' list")
     by_name = {s.name: s for s in specs}
     decoded: dict[str, np.ndarray] = {}
+    binary, offset = memoryview(binary), 0
     for t in tensors:
-        if not isinstance(t, dict) or not all(k in t for k in ("name", "shape", "datatype", "data")):
-            raise errors.InvalidInput("each input needs 'name', 'shape', 'datatype' and 'data'")
+        if not isinstance(t, dict) or not all(k in t for k in ("name", "shape", "datatype")):
+            raise errors.InvalidInput("each input needs 'name', 'shape', 'datatype' and 'data' (or "
+                                      "parameters.binary_data_size with the bytes after the JSON header)")
         name, shape, datatype = t["name"], t["shape"], t["datatype"]
+        size = oip_binary.binary_size(name, t)
+        if size is None and "data" not in t:
+            raise errors.InvalidInput(f"input {name!r} needs 'data', or parameters.binary_data_size with its bytes "
+                                      "after the JSON header")
         spec = by_name.get(name)
         if spec is None:
             raise errors.InvalidInput(f"unknown input {name!r}; this model takes {sorted(by_name)}")
@@ -115,10 +125,21 @@ def decode_inputs(body: Any, specs: Iterable[TensorSpec]) -> tuple[dict[str, np.
             raise errors.InvalidInput(f"input {name!r}: shape must be a list of positive integers (no empty tensors)")
         if not _shape_matches(spec.shape, shape):
             raise errors.InvalidInput(f"input {name!r} has shape {shape}; this model expects {list(spec.shape)} (-1 = any size)")
+        if size is not None:
+            if offset + size > len(binary):
+                raise errors.InvalidInput(f"input {name!r} declares {size} bytes of binary data, but only "
+                                          f"{len(binary) - offset} follow the JSON header")
+            decoded[name] = oip_binary.decode(name, datatype, shape, binary[offset:offset + size],
+                                              NUMPY_TYPES[datatype])
+            offset += size
+            continue
         values = _flatten(t["data"])
         if len(values) != math.prod(shape):
             raise errors.InvalidInput(f"input {name!r}: shape {shape} needs {math.prod(shape)} values, got {len(values)}")
         decoded[name] = _decode_values(name, datatype, values).reshape(shape)
+    if offset != len(binary):
+        raise errors.InvalidInput(f"{len(binary)} bytes follow the JSON header, but the inputs' "
+                                  f"parameters.binary_data_size add up to {offset}")
     missing = [s.name for s in specs if not s.optional and s.name not in decoded]
     if missing:
         raise errors.InvalidInput(f"missing input(s) {missing}")
@@ -128,29 +149,44 @@ def decode_inputs(body: Any, specs: Iterable[TensorSpec]) -> tuple[dict[str, np.
     return decoded, parameters
 
 
-def _requested_outputs(body: dict, specs: tuple[TensorSpec, ...]) -> list[str] | None:
+def _requested_outputs(body: dict, specs: tuple[TensorSpec, ...]) -> dict[str, Any] | None:
+    """The outputs asked for, each with its parameters, or None for all of them."""
     requested = body.get("outputs")
     if requested is None:
         return None
     names = {s.name for s in specs}
     if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
         raise errors.InvalidInput("'outputs' must be a list of objects with a 'name'")
-    wanted = [o["name"] for o in requested]
+    wanted = {o["name"]: o.get("parameters") for o in requested}
     unknown = [n for n in wanted if n not in names]
     if unknown:
         raise errors.InvalidInput(f"unknown output(s) {unknown}; this model returns {sorted(names)}")
+    for name, params in wanted.items():
+        if params is not None and not isinstance(params, dict):
+            raise errors.InvalidInput(f"output {name!r}: 'parameters' must be an object")
+        if params and ("classification" in params or "class_count" in params):
+            raise errors.InvalidInput(f"output {name!r}: the classification extension is not supported; "
+                                      "ask for the whole tensor")
     return wanted
 
 
 def encode_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
+    """An output as JSON: numeric data stays an array for the serializer (orjson writes it in C)."""
     array = np.asarray(array)
     datatype = datatype_of(array)
     flat = array.reshape(-1)
     if datatype == "BYTES":
-        data = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
+        data: Any = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
     else:
-        data = flat.tolist()
+        data = np.ascontiguousarray(flat)
     return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+
+
+def encode_binary(name: str, array: np.ndarray) -> tuple[dict[str, Any], bytes]:
+    array = np.asarray(array)
+    raw = oip_binary.encode(array)
+    return ({"name": name, "datatype": datatype_of(array), "shape": list(array.shape),
+             "parameters": {"binary_data_size": len(raw)}}, raw)
 
 
 def _engine_refused(exc: Exception) -> bool:
@@ -160,10 +196,13 @@ def _engine_refused(exc: Exception) -> bool:
                                                                              "RuntimeException")
 
 
-def infer(model: Model, body: Any) -> dict[str, Any]:
-    """Run one infer request through `model.predict` and shape the response."""
-    inputs, parameters = decode_inputs(body, model.inputs)
+def infer(model: Model, body: Any, binary: bytes | memoryview = b"") -> tuple[dict[str, Any], bytes]:
+    """Run one infer request through `model.predict`: the response's JSON and the binary outputs that follow
+    it (empty when every output is JSON)."""
+    inputs, parameters = decode_inputs(body, model.inputs, binary)
     wanted = _requested_outputs(body, model.outputs)
+    for params in (wanted or {None: None}).values():  # a malformed flag is refused before the work, not after
+        oip_binary.wants_binary(parameters, params)
     try:
         outputs = model.predict(inputs, parameters)
     except Exception as exc:
@@ -174,9 +213,17 @@ def infer(model: Model, body: Any) -> dict[str, Any]:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items())
         raise errors.InvalidInput(f"model {model.name!r} cannot run on inputs of these sizes ({shapes}); the "
                                   f"shapes it takes are in GET /v2/models/{model.name}") from None
-    names = wanted if wanted is not None else list(outputs)
+    wanted = wanted if wanted is not None else dict.fromkeys(outputs)
+    encoded, blobs = [], []
+    for name, params in wanted.items():
+        if oip_binary.wants_binary(parameters, params):
+            tensor, raw = encode_binary(name, outputs[name])
+            blobs.append(raw)
+        else:
+            tensor = encode_tensor(name, outputs[name])
+        encoded.append(tensor)
     response: dict[str, Any] = {"model_name": model.name, "id": str(body.get("id") or uuid.uuid4()),
-                                "outputs": [encode_tensor(n, outputs[n]) for n in names]}
+                                "outputs": encoded}
     if model.version:
         response["model_version"] = model.version
-    return response
+    return response, b"".join(blobs)
