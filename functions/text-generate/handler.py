@@ -1,5 +1,8 @@
 """text-generate: a causal LM (SmolLM2-135M-Instruct) with OpenAI-compatible completions and chat.
 
+It runs on ONNX Runtime GenAI (4-bit weights, the store entry `<MODEL_NAME>-onnx`; no torch in the image),
+with the LoRA adapters published for MODEL_NAME applied per request.
+
     POST /v1/completions        prompt -> text
     POST /v1/chat/completions   messages -> assistant message (the model's chat template applied)
     POST /                      either body: chat with "messages", else a completion (`faas-cli invoke`)
@@ -16,7 +19,8 @@ import time
 
 from flask import Response
 
-from aigc.runtime import errors, generate, openai
+from aigc.runtime import errors, openai
+from aigc.runtime.generate_onnx import OnnxCausalLM
 from aigc.runtime.config import Settings
 
 
@@ -30,8 +34,7 @@ def _positive(name: str, default: str) -> int:
 # checked at import, so a bad value stops the instance at start with the variable's name
 MAX_TOKENS = _positive("AIGC_MAX_TOKENS", "512")
 EXEC_TIMEOUT = Settings.from_env().exec_timeout
-model = generate.CausalLM(os.environ.get("MODEL_NAME", "smollm2-135m"),
-                          max_adapters=_positive("AIGC_MAX_ADAPTERS", "8"))
+model = OnnxCausalLM(os.environ.get("MODEL_NAME", "smollm2-135m"), max_adapters=_positive("AIGC_MAX_ADAPTERS", "8"))
 log = logging.getLogger("aigc.runtime")
 
 
