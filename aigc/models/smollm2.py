@@ -79,14 +79,14 @@ def _with_classifier_license(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _greedy_answer(path: Path) -> str:
+def _greedy_answer(path: Path, question: str = CHECK_QUESTION) -> str:
     """Reload what was written (not the in-memory model) so the check covers the files."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": CHECK_QUESTION}], tokenize=False,
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                            add_generation_prompt=True)
     ids = tokenizer(prompt, return_tensors="pt")
     with torch.inference_mode():

@@ -63,7 +63,7 @@ def build(out: Path) -> dict[str, Any]:
     return manifest
 
 
-def convert(checkpoint: Path, out: Path, name: str) -> dict[str, Any]:
+def convert(checkpoint: Path, out: Path, name: str, precision: str = PRECISION) -> dict[str, Any]:
     """Any Llama-family transformers directory → an ONNX Runtime GenAI model with LoRA inputs in `out`
     (tests build their tiny models with it too). Returns the manifest's fields."""
     import onnxruntime_genai
@@ -74,7 +74,7 @@ def convert(checkpoint: Path, out: Path, name: str) -> dict[str, Any]:
     log = out / "builder.log"
     with open(log, "wb") as fh:
         done = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-m", name,
-                               "-i", str(checkpoint), "-o", str(raw), "-p", PRECISION, "-e", "cpu",
+                               "-i", str(checkpoint), "-o", str(raw), "-p", precision, "-e", "cpu",
                                "-c", str(out / "cache")], stdout=fh, stderr=subprocess.STDOUT, check=False)
     if done.returncode:
         raise RuntimeError("onnxruntime_genai's model builder failed:\n" + log.read_text()[-3000:])
@@ -90,7 +90,7 @@ def convert(checkpoint: Path, out: Path, name: str) -> dict[str, Any]:
     shutil.rmtree(out / "cache", ignore_errors=True)  # made only when the builder downloads something
     return {
         "task": "text-generation", "format": "onnxruntime-genai", "platform": "onnxruntime_genai",
-        "precision": PRECISION, "architecture": config["architectures"][0],
+        "precision": precision, "architecture": config["architectures"][0],
         "context_length": config["max_position_embeddings"], "lora": layout, "parent": {"name": name},
         "conversion": {"builder": f"onnxruntime_genai.models.builder {onnxruntime_genai.__version__}"},
         "sources": [source("onnxruntime-genai", ["onnxruntime_genai/models/builder.py"])],
@@ -184,12 +184,12 @@ def _perplexity_onnx(path: Path) -> float:
     return math.exp(float(np.mean(log_norm - logits[np.arange(len(targets)), targets])))
 
 
-def _greedy_answer(path: Path) -> str:
+def _greedy_answer(path: Path, question: str = CHECK_QUESTION) -> str:
     import onnxruntime_genai as og
 
     model = og.Model(str(path))
     tokenizer = og.Tokenizer(model)
-    prompt = tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": CHECK_QUESTION}]),
+    prompt = tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": question}]),
                                            add_generation_prompt=True)
     ids = tokenizer.encode(prompt)
     params = og.GeneratorParams(model)

