@@ -69,7 +69,10 @@ def torch_perplexity(checkpoint: Path, test: np.ndarray, adapter: Path | None) -
 def onnx_perplexity(path: Path, test: np.ndarray, adapter: Path | None) -> float:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+    from ..runtime.generate_onnx import LORA_GRAPH
+
+    graph = LORA_GRAPH if adapter else "model.onnx"  # as text-generate serves each
+    session = ort.InferenceSession(str(path / graph), providers=["CPUExecutionProvider"])
     decoder = json.loads((path / "genai_config.json").read_text())["model"]["decoder"]
     empty = np.zeros((1, decoder["num_key_value_heads"], 0, decoder["head_size"]), np.float32)
     lora = {}

@@ -1,6 +1,9 @@
 """Causal language models on ONNX Runtime GenAI: 4-bit kernels, no torch, LoRA adapters per request.
 
-Serves a store entry that aigc.models.smollm2_onnx builds (`<model>-onnx`):
+Serves a store entry that aigc.models.smollm2_onnx builds (`<model>-onnx`): a
+base graph, and beside it the same graph with LoRA inputs, loaded on the first
+request that names an adapter (it costs ~10% per token, which requests without
+one do not pay; its weights are a second copy in memory).
 the token loop, sampling, stop strings and budgets are generate.py's, shared
 with the torch engine; this engine supplies the forward pass. Each request
 owns an `og.Generator` (its KV cache, sized to its prompt plus max_tokens), so
@@ -36,6 +39,7 @@ from .generate import TextModel
 from .ort import engine_threads
 
 FORMAT = "onnxruntime-genai"
+LORA_GRAPH = "model-lora.onnx"  # aigc.models.smollm2_onnx writes it beside the base graph
 REUSED = Counter("aigc_prompt_tokens_reused_total", "Prompt tokens taken from a kept cache instead of computed")
 MIN_REUSE = 16  # a shorter common prefix costs about as much to recompute as to look up
 
@@ -84,13 +88,9 @@ class OnnxCausalLM(TextModel):
             raise errors.ServerError(f"store entry {self.entry!r} is not an ONNX Runtime GenAI model "
                                      f"(format {stored.manifest.get('format')!r}); rebuild it with "
                                      f"`aigc models build {self.entry}`")
-        config = og.Config(str(stored.path))
-        threads = engine_threads()
-        config.overlay(json.dumps({"model": {"decoder": {"session_options": {
-            "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
-        self._og = og
-        self._model = og.Model(config)
-        self._adapters = og.Adapters(self._model)
+        self._og, self._path = og, stored.path
+        self._model = self._open(None)
+        self._lora_model = self._adapters = None
         self._layout = stored.manifest["lora"]
         self.context_length = int(stored.manifest["context_length"])
         self.tokenizer = Tokenizer.from_file(str(stored.path / "tokenizer.json"))
@@ -104,6 +104,15 @@ class OnnxCausalLM(TextModel):
             eos.add(self.tokenizer.token_to_id(special["eos_token"]))
         self.eos_ids = frozenset(eos)
         self.step([next(iter(self.eos_ids), 0)], None, None, 2)  # first pass sets kernels up, here, not in a request
+
+    def _open(self, graph: str | None):
+        config = self._og.Config(str(self._path))
+        decoder: dict[str, Any] = {"session_options": {"intra_op_num_threads": engine_threads(),
+                                                       "inter_op_num_threads": 1}}
+        if graph:
+            decoder["filename"] = graph
+        config.overlay(json.dumps({"model": {"decoder": decoder}}))
+        return self._og.Model(config)
 
     # --- tokenizer ----------------------------------------------------------------
     def _tokenize(self, text: str, special_tokens: bool) -> list[int]:
@@ -127,13 +136,19 @@ class OnnxCausalLM(TextModel):
         if past is None:
             past, ids = self._reuse(ids, adapter, limit)
         if past is None:
-            params = self._og.GeneratorParams(self._model)
+            if adapter is None:
+                model = self._model
+            else:
+                with self._adapter_lock:
+                    self._load_adapter(adapter)
+                    model = self._lora_model
+            params = self._og.GeneratorParams(model)
             params.set_search_options(max_length=limit, batch_size=1)
-            past = self._og.Generator(self._model, params)
+            past = self._og.Generator(model, params)
             self._limits[id(past)] = limit
             if adapter is not None:
                 with self._adapter_lock:
-                    self._load_adapter(adapter)
+                    self._load_adapter(adapter)  # again: evicted meanwhile by another request's adapter
                     past.set_active_adapter(self._adapters, adapter)
         past.append_tokens(ids)
         return np.asarray(past.get_logits(), dtype=np.float32).reshape(-1), past
@@ -181,6 +196,9 @@ class OnnxCausalLM(TextModel):
             self._loaded_adapters.move_to_end(adapter)
             return
         stored = adapters.open_adapter(self.name, adapter)
+        if self._lora_model is None:
+            self._lora_model = self._open(LORA_GRAPH)
+            self._adapters = self._og.Adapters(self._lora_model)
         try:
             params = lora_onnx.adapter_params(stored.path, self._layout)
         except (ValueError, KeyError, OSError) as exc:
