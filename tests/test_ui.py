@@ -185,6 +185,21 @@ def test_csrf_is_required_on_every_state_changing_request(ui, gateway):
 
 
 @pytest.mark.slow
+def test_wrong_logins_are_throttled_by_the_ui_before_they_lock_the_gateway(ui, gateway):
+    """Finding (#16 follow-up): every UI login reaches the gateway from the UI's own address, so ten wrong
+    guesses in one browser made the gateway refuse the UI for everyone. The UI now backs off per client."""
+    token = csrf(ui.get("/login").data)
+    for _ in range(5):
+        assert ui.post("/login", data={"user": "admin", "password": "wrong", "csrf_token": token}).status_code == 401
+    blocked = ui.post("/login", data={"user": "admin", "password": gateway.auth[1], "csrf_token": token})
+    assert blocked.status_code == 429 and b"Too many wrong passwords" in blocked.data
+    assert int(blocked.headers["Retry-After"]) > 0
+    # another browser still logs in: the gateway saw five failures from the UI's address, under its ten
+    ui.environ_base["REMOTE_ADDR"] = "10.0.0.7"
+    log_in(ui, gateway)
+
+
+@pytest.mark.slow
 def test_login_checks_the_gateway_and_keeps_the_password_server_side(ui, gateway):
     token = csrf(ui.get("/login").data)
     resp = ui.post("/login", data={"user": "admin", "password": "wrong", "csrf_token": token})

@@ -17,6 +17,7 @@ from flask import Flask, flash, jsonify, redirect, render_template, request, ses
 from werkzeug.exceptions import HTTPException
 
 from aigc.runtime import errors as runtime_errors
+from aigc.throttle import Throttle
 
 from . import invoke, pages, security, views
 from .config import Config, ConfigError
@@ -85,6 +86,9 @@ def create_app(config: Config | None = None) -> Flask:
                       SESSION_COOKIE_SECURE=config.secure_cookie, SESSION_COOKIE_NAME="aigc_ui",
                       TEMPLATES_AUTO_RELOAD=False)
     app.extensions["aigc_logins"] = security.LoginStore(config.session_idle)
+    # its own backoff, below the gateway's (10 a minute per address): the gateway sees every UI login come
+    # from the UI's address, so wrong guesses from one browser would otherwise lock the UI out of it
+    app.extensions["aigc_login_throttle"] = (Throttle(max_failures=5), Throttle(max_failures=9))  # client, all
     app.before_request(security.check_request)
     app.after_request(security.secure_headers)
     app.jinja_env.globals.update(csrf_token=security.csrf_token)

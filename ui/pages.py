@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 
 from . import catalog, security
@@ -21,6 +23,13 @@ def login():
     if request.method == "GET":
         return render_template("login.html", gateway=c.gateway, next=request.args.get("next", ""))
     user, password = request.form.get("user", "").strip(), request.form.get("password", "")
+    per_client, overall = current_app.extensions["aigc_login_throttle"]
+    address, now = request.remote_addr or "", time.monotonic()
+    wait = max(per_client.blocked_for(address, now), overall.blocked_for("", now))
+    if wait > 0:
+        flash(f"Too many wrong passwords (from {address}, or through this UI); try again in {wait:.0f} s.", "error")
+        page = render_template("login.html", gateway=c.gateway, next=request.form.get("next", ""), user=user)
+        return page, 429, {"Retry-After": str(int(wait) + 1)}
     if not user or not password:
         flash("Enter the gateway's user and password.", "error")
         return render_template("login.html", gateway=c.gateway, next=request.form.get("next", ""), user=user), 400
@@ -28,6 +37,8 @@ def login():
         # /system/info needs basic auth on OpenFaaS and on `aigc up`: a cheap way to check the pair
         Gateway(c.gateway, (user, password), c.timeout).info()
     except GatewayUnauthorized:
+        per_client.failed(address, now)
+        overall.failed("", now)
         flash(f"The gateway at {c.gateway} refused that user and password.", "error")
         return render_template("login.html", gateway=c.gateway, next=request.form.get("next", ""), user=user), 401
     except GatewayError as exc:

@@ -1,44 +1,21 @@
 """Basic auth for /system/* (user admin), compared in constant time, with a backoff for wrong guesses.
 
-After `MAX_FAILURES` wrong tries from one address within `WINDOW` seconds,
-that address gets 429 with Retry-After until the window has passed, right
-password or not, so the password cannot be guessed at request speed. The
-table of addresses is bounded (oldest forgotten first).
+After too many wrong tries from one address (aigc.throttle) that address gets
+429 with Retry-After until the window has passed, right password or not.
 """
 
 from __future__ import annotations
 
-import collections
 import hmac
 import time
 
 import aiohttp
 from aiohttp import web
 
+from ..throttle import Throttle
 from .http import GATEWAY, error
 
-MAX_FAILURES = 10
-WINDOW = 60.0
-MAX_ADDRESSES = 4096
-
-
-class Throttle:
-    def __init__(self, max_failures: int = MAX_FAILURES, window: float = WINDOW):
-        self.max_failures, self.window = max_failures, window
-        self._failures: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
-
-    def blocked_for(self, address: str, now: float) -> float:
-        recent = [t for t in self._failures.get(address, ()) if t > now - self.window]
-        if len(recent) < self.max_failures:
-            return 0.0
-        return recent[0] + self.window - now
-
-    def failed(self, address: str, now: float) -> None:
-        recent = [t for t in self._failures.pop(address, ()) if t > now - self.window][-self.max_failures:]
-        self._failures[address] = recent + [now]
-        while len(self._failures) > MAX_ADDRESSES:
-            self._failures.popitem(last=False)
-
+__all__ = ["Throttle", "make_middleware", "needs_auth"]
 
 def needs_auth(request: web.Request) -> bool:
     return request.path.startswith("/system/") or (request.method == "DELETE" and
