@@ -47,13 +47,20 @@ def tiny_store(tmp_path_factory):
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(_gpt2_tokenizer_json()), eos_token="<|endoftext|>",
                                         bos_token="<|endoftext|>")
     torch.manual_seed(0)
+    # heads of 16: ONNX Runtime's fused attention (text-generate's engine) takes multiples of 16
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                                          max_position_embeddings=256, tie_word_embeddings=True))
     model.save_pretrained(root / BASE)
     tokenizer.save_pretrained(root / BASE)
     store.write_manifest(root / BASE, {"name": BASE, "task": "text-generation", "format": "safetensors",
                                        "note": "random weights, for tests"})
+    from aigc.models import smollm2_onnx
+
+    onnx_dir = root / f"{BASE}-onnx"  # what text-generate serves (its ONNX engine)
+    onnx_dir.mkdir()
+    store.write_manifest(onnx_dir, dict(smollm2_onnx.convert(root / BASE, onnx_dir, BASE), name=f"{BASE}-onnx",
+                                        note="random weights, for tests"))
     return root
 
 
@@ -292,7 +299,8 @@ def test_finetune_function_runs_async_reports_progress_cancels_and_text_generate
     from gateway_helpers import CallbackServer, GatewayProcess, write_stack
 
     own_store = tmp_path / "store"  # the session store holds adapters that other tests published
-    shutil.copytree(tiny_store / BASE, own_store / BASE)
+    for entry in (BASE, f"{BASE}-onnx"):  # the checkpoint fine-tuning starts from; text-generate's build of it
+        shutil.copytree(tiny_store / entry, own_store / entry)
     data_dir = tmp_path / "data"
     shutil.copytree(corpus, data_dir / "corpora" / "coq-sample")
     (data_dir / "corpora" / "empty").mkdir()

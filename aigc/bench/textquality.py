@@ -72,7 +72,9 @@ def onnx_perplexity(path: Path, test: np.ndarray, adapter: Path | None) -> float
     from ..runtime.generate_onnx import LORA_GRAPH
 
     graph = LORA_GRAPH if adapter else "model.onnx"  # as text-generate serves each
-    session = ort.InferenceSession(str(path / graph), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # one warning per LoRA input with a default: 300 lines
+    session = ort.InferenceSession(str(path / graph), options, providers=["CPUExecutionProvider"])
     decoder = json.loads((path / "genai_config.json").read_text())["model"]["decoder"]
     empty = np.zeros((1, decoder["num_key_value_heads"], 0, decoder["head_size"]), np.float32)
     lora = {}

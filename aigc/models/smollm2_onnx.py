@@ -69,6 +69,11 @@ def convert(checkpoint: Path, out: Path, name: str, precision: str = PRECISION) 
     (tests build their tiny models with it too). Returns the manifest's fields."""
     import onnxruntime_genai
 
+    config = json.loads((checkpoint / "config.json").read_text())
+    head = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    if head % 16:
+        raise ValueError(f"{name}: attention heads of {head} values; ONNX Runtime's GroupQueryAttention takes "
+                         "multiples of 16")
     raw = out / "raw"
     # its command line is the builder's documented interface; it logs every tensor it writes, kept in a
     # file and shown only if it fails
@@ -80,7 +85,6 @@ def convert(checkpoint: Path, out: Path, name: str, precision: str = PRECISION) 
     if done.returncode:
         raise RuntimeError("onnxruntime_genai's model builder failed:\n" + log.read_text()[-3000:])
     log.unlink()
-    config = json.loads((checkpoint / "config.json").read_text())
     layout = _layout(config)
     for name in ("model.onnx", "model.onnx.data", "genai_config.json"):
         (raw / name).rename(out / name)

@@ -107,8 +107,9 @@ class OnnxCausalLM(TextModel):
 
     def _open(self, graph: str | None):
         config = self._og.Config(str(self._path))
+        # severity 3: the LoRA graph's inputs with defaults draw one warning per input (300) at every load
         decoder: dict[str, Any] = {"session_options": {"intra_op_num_threads": engine_threads(),
-                                                       "inter_op_num_threads": 1}}
+                                                       "inter_op_num_threads": 1, "log_severity_level": 3}}
         if graph:
             decoder["filename"] = graph
         config.overlay(json.dumps({"model": {"decoder": decoder}}))
