@@ -103,7 +103,8 @@ class OnnxCausalLM(TextModel):
         if isinstance(special.get("eos_token"), str) and self.tokenizer.token_to_id(special["eos_token"]) is not None:
             eos.add(self.tokenizer.token_to_id(special["eos_token"]))
         self.eos_ids = frozenset(eos)
-        self.step([next(iter(self.eos_ids), 0)], None, None, 2)  # first pass sets kernels up, here, not in a request
+        _, warm = self.step([next(iter(self.eos_ids), 0)], None, None, 2)  # kernels set up here, not in a request
+        self.release(warm, [], None)
 
     def _open(self, graph: str | None):
         config = self._og.Config(str(self._path))
