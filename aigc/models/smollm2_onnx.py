@@ -29,8 +29,8 @@ from ..runtime.generate_onnx import LORA_GRAPH
 from .smollm2 import CHECK_QUESTION
 
 PARENT = "smollm2-135m"
-# int4 (the builder's round-to-nearest or k-quant) raised held-out Coq perplexity by 34-43%; int8 by 0.8%
-# (bench/textquality.py has the table)
+# int4 (the builder's round-to-nearest) raised held-out Coq perplexity by 34%, int8 by 0.8%
+# (bench/textquality.py prints the table)
 PRECISION = "int8"
 MAX_PERPLEXITY_RATIO = 1.05
 PASSAGE = (
