@@ -52,6 +52,8 @@ setup() {
   $VENV/bin/aigc models stage      # link each function's models into its handler folder, for faas-cli build
   # finetune publishes what text-generate serves: its callers need this token (stack.yml)
   $VENV/bin/aigc secrets create finetune-token --generate --if-missing
+  # the committed Coq adapter, so text-generate serves smollm2-135m:coq from the first start
+  $VENV/bin/python -m finetune --jobs-dir finetune/results publish smollm2-coq-lora --if-missing >/dev/null
 }
 
 cmd=${1:-up}

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     pub = sub.add_parser("publish", help="put a run's adapter in the model store (and the remote, if set)")
     pub.add_argument("run_id")
     pub.add_argument("--adapter", default=None, help="store name (default: the config's `adapter`)")
+    pub.add_argument("--if-missing", action="store_true", help="do nothing if the store has that adapter already")
     cancel = sub.add_parser("cancel", help="ask a running run to stop at its next step (it checkpoints first)")
     cancel.add_argument("run_id")
     args = parser.parse_args(argv)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.out.write_text(json.dumps(results, indent=2) + "\n")
         elif args.command == "publish":
             from .publish import publish_run
-            print(json.dumps(publish_run(args.run_id, args.adapter, jobs_dir), indent=2))
+            print(json.dumps(publish_run(args.run_id, args.adapter, jobs_dir, if_missing=args.if_missing), indent=2))
         elif args.command == "cancel":
             from .jobs import RunDir
             run = RunDir(jobs_dir / args.run_id)

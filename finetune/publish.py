@@ -1,6 +1,6 @@
 """Publishing a trained adapter: into the local model store, and to the remote store when one is configured.
 
-    python -m finetune publish RUN_ID [--adapter NAME]
+    python -m finetune publish RUN_ID [--adapter NAME] [--if-missing]
 
 The local entry is what a text-generate instance on this machine serves at
 once (`<base>:<adapter>`, no redeploy); with AIGC_MODEL_REMOTE set, the entry
@@ -40,11 +40,18 @@ def publish(adapter_dir: Path, cfg: RunConfig, metrics: dict[str, Any], store_ro
 
 
 def publish_run(run_id: str, adapter: str | None = None, jobs_dir: Path | None = None,
-                store_root: Path | None = None) -> dict[str, Any]:
+                store_root: Path | None = None, if_missing: bool = False) -> dict[str, Any]:
+    """`if_missing`: leave an adapter of that name already in the store as it is (run.sh's setup)."""
+    from aigc.runtime import adapters
+
     run = Path(jobs_dir or default_jobs_dir()) / run_id
     if not (run / "config.json").is_file():
         raise ConfigError(f"no run {run_id!r} in {run.parent}")
     cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    name = adapter or cfg.adapter
+    if if_missing and name and name in adapters.list_adapters(cfg.base, store_root):
+        return {"served_as": adapters.served_name(cfg.base, name), "published": False,
+                "why": "already in the store"}
     if not (run / "adapter" / "adapter_model.safetensors").is_file():
         raise ConfigError(f"run {run_id!r} has no adapter yet (state: {_state(run)})")
     metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}

@@ -407,6 +407,11 @@ def test_the_published_adapter_is_small_and_publishes_from_the_results_folder(tm
     assert stored.verify() == [] and stored.manifest["training"]["trainable_parameters"] == counted
     evaluation = json.loads((results / "published.json").read_text())["models"]
     assert evaluation["smollm2-coq-lora"]["perplexity"] <= 0.7 * evaluation["smollm2-135m"]["perplexity"]
+    # run.sh's setup publishes it once: a second run leaves the entry as it is
+    before = (tmp_path / "smollm2-135m--coq" / "manifest.json").stat().st_mtime_ns
+    again = publish_run("smollm2-coq-lora", jobs_dir=results, store_root=tmp_path, if_missing=True)
+    assert again["published"] is False and again["served_as"] == "smollm2-135m:coq"
+    assert (tmp_path / "smollm2-135m--coq" / "manifest.json").stat().st_mtime_ns == before
 
 
 def _numel(shape) -> int:
