@@ -6,7 +6,6 @@ build context, with the function's environment, bound to 127.0.0.1.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import buildctx
+from .runtime.zygote import die_with_parent as set_parent_death_signal  # noqa: F401 (the gateway's too)
 from .stack import StackFunction
 
 
@@ -65,13 +65,6 @@ def instance_env(fn: StackFunction, port: int, extra: dict[str, str] | None = No
     env.update({"PORT": str(port), "AIGC_HOST": "127.0.0.1", "AIGC_FUNCTION_NAME": fn.name,
                 "PYTHONUNBUFFERED": "1"})
     return env
-
-
-def set_parent_death_signal() -> None:
-    # PR_SET_PDEATHSIG: the instance gets SIGTERM if its parent dies, even by kill -9, so a
-    # crashed gateway leaves no orphans. It fires when the forking *thread* ends: launch
-    # from a long-lived thread (the gateway's event loop thread).
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def launch(context: Path, fn: StackFunction, port: int, extra_env: dict[str, str] | None = None,

@@ -23,7 +23,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import __version__
-from . import errors, metrics, oip, oip_binary, secrets, store
+from . import errors, metrics, oip, oip_binary, ort, secrets, store
 from .config import Settings
 from .handler import Context, Event, parse_json, to_response
 from .limits import Gate
@@ -59,6 +59,21 @@ class Runtime:
     def start_loading(self) -> None:
         for m in self.models.values():
             m.start_loading()
+
+    def load_before_fork(self) -> str | None:
+        """In a zygote: load every model now, on one engine thread. Returns why replicas cannot be
+        forked from this process, or None when they can."""
+        unsafe = sorted(m.name for m in self.models.values() if not m.fork_safe)
+        if unsafe:
+            return f"model(s) {', '.join(unsafe)} cannot be loaded before a fork (their engine keeps threads)"
+        ort.prepare_fork()
+        for m in self.models.values():
+            m.load_now()
+        return self.failures()
+
+    def after_fork(self) -> None:
+        """In a replica forked from a zygote: models loaded there get the replica's engine threads back."""
+        ort.after_fork()
 
     def wait_models(self, seconds_left: float) -> None:
         for m in self.models.values():

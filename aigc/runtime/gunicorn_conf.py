@@ -1,7 +1,8 @@
 """gunicorn settings for every template: `python -m gunicorn -c python:aigc.runtime.gunicorn_conf index:app`.
 
 Models load in each worker after fork, never in the preloading master: an
-engine's thread pools do not survive fork. Workers leave with os._exit because
+engine's thread pools do not survive fork (a zygote, zygote.py, loads fork-safe
+models before forking, on one thread, and the worker re-threads them). Workers leave with os._exit because
 onnxruntime imported before fork hangs a sync worker's interpreter teardown
 until graceful_timeout (30 s measured here), which would stall scale-to-zero;
 gthread workers (our default) were not seen to hang, but users may switch.
@@ -46,6 +47,7 @@ if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 
 def post_worker_init(worker):
     runtime = worker.wsgi.extensions["aigc"]
+    runtime.after_fork()  # forked from a zygote (zygote.py): its one-thread sessions get their threads
     runtime.start_loading()
 
 

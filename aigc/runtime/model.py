@@ -49,6 +49,9 @@ class Model:
     platform: str = ""
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
+    # True when load() starts no threads of its own (numpy, WASM, ONNX Runtime sessions made through
+    # aigc.runtime.ort): a zygote may load it once and fork replicas that serve it at once (zygote.py)
+    fork_safe: bool = False
 
     def __init__(self, name: str | None = None):
         if name:
@@ -76,6 +79,14 @@ class Model:
                 return
             self._started = True
         threading.Thread(target=self._load_now, name=f"load-{self.name}", daemon=True).start()
+
+    def load_now(self) -> None:
+        """Load on the calling thread, once (a zygote does, before it forks)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self._load_now()
 
     def _load_now(self) -> None:
         started = time.perf_counter()

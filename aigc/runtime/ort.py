@@ -5,16 +5,27 @@ graph optimization is about half of a small model's session creation, and its re
 (NCHWc layouts, fused kernels) fits only the ORT build and CPU that made it,
 so each cached graph is keyed by both, and by the model file's identity.
 Under `AIGC_ORT_CACHE` (default `~/.cache/aigc/ort`; `off` disables it).
+
+In a zygote (zygote.py) sessions are made on one thread: ORT's intra-op pool
+threads would not exist in a forked replica. Forked replicas serve from those
+sessions at once and `after_fork()` re-creates them with the full thread count
+in the background a moment later (RETHREAD_DELAY: done at once, it would take
+a core from the replica's first requests), swapping each in when it is ready.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 from .model import TensorSpec
+
+log = logging.getLogger("aigc.runtime")
 
 _OIP_OF_ORT = {
     "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
@@ -69,9 +80,9 @@ def cached_graph_path(path: Path, ort) -> Path | None:
     return folder / f"{Path(path).parent.name}-{Path(path).stem}-{key.hexdigest()[:32]}.onnx"
 
 
-def _new_session(ort, path: Path, optimize: bool, save_to: Path | None = None):
+def _new_session(ort, path: Path, threads: int, optimize: bool, save_to: Path | None = None):
     options = ort.SessionOptions()
-    options.intra_op_num_threads = engine_threads()
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # warnings about unused initializers are noise in function logs
     if not optimize:  # the graph was optimized when it was cached
@@ -81,27 +92,84 @@ def _new_session(ort, path: Path, optimize: bool, save_to: Path | None = None):
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def session(path: Path):
+def _open(path: Path, threads: int):
     import onnxruntime as ort
 
     cached = cached_graph_path(path, ort)
     if cached is None:
-        return _new_session(ort, path, optimize=True)
+        return _new_session(ort, path, threads, optimize=True)
     if cached.is_file():
         try:
-            return _new_session(ort, cached, optimize=False)
+            return _new_session(ort, cached, threads, optimize=False)
         except Exception:  # a damaged cache file: drop it and optimize the original again
             cached.unlink(missing_ok=True)
     partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")  # workers starting together
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        sess = _new_session(ort, path, optimize=True, save_to=partial)
+        sess = _new_session(ort, path, threads, optimize=True, save_to=partial)
         os.replace(partial, cached)
         return sess
     except Exception:  # a read-only or full cache costs the optimization, never the instance
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
-        return _new_session(ort, path, optimize=True)  # a broken model raises its own error here
+        return _new_session(ort, path, threads, optimize=True)  # a broken model raises its own error here
+
+
+class Session:
+    """An InferenceSession (every attribute passes through) that can be re-created with more threads."""
+
+    def __init__(self, path: Path, threads: int):
+        self.path, self.threads = path, threads
+        self._inner = _open(path, threads)
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def rethread(self, threads: int) -> None:
+        # one attribute store: a request already in run() finishes on the old session
+        self._inner = _open(self.path, threads)
+        self.threads = threads
+
+
+RETHREAD_DELAY = 1.0  # seconds
+_before_fork = False
+_single_threaded: list[Session] = []  # made in a zygote: re-created with engine_threads() after the fork
+
+
+def prepare_fork() -> None:
+    """In a zygote, before models load: sessions made from now on use one thread (no pool to lose in a fork)."""
+    global _before_fork
+    _before_fork = True
+
+
+def after_fork(delay: float = RETHREAD_DELAY) -> threading.Thread | None:
+    """In a forked replica: re-create the zygote's sessions with the replica's threads, in the background."""
+    global _before_fork
+    _before_fork = False
+    todo = [s for s in _single_threaded if engine_threads() > s.threads]
+    _single_threaded.clear()
+    if not todo:
+        return None
+
+    def rethread():
+        time.sleep(delay)
+        for s in todo:
+            try:
+                s.rethread(engine_threads())
+            except Exception:  # the one-thread session still serves
+                log.exception("could not re-create %s with %d threads", s.path, engine_threads())
+
+    thread = threading.Thread(target=rethread, name="ort-rethread", daemon=True)
+    thread.start()
+    return thread
+
+
+def session(path: Path) -> Session:
+    if not _before_fork:
+        return Session(path, engine_threads())
+    made = Session(path, 1)
+    _single_threaded.append(made)
+    return made
 
 
 def tensor_specs(nodes) -> tuple[TensorSpec, ...]:

@@ -20,6 +20,7 @@ MAX_REQUEST_TOKENS = int(os.environ.get("AIGC_MAX_REQUEST_TOKENS", 32768))
 
 class SentenceEmbedder(Model):
     platform = "onnxruntime_onnx"
+    fork_safe = True  # ONNX Runtime through aigc.runtime.ort, WASM tokenizer: a zygote may load it
     inputs = (TensorSpec("text", "BYTES", (-1,)),)
     outputs = (TensorSpec("embedding", "FP32", (-1, 384)),)
 

@@ -92,6 +92,7 @@ class ImageClassifier(Model):
         super().__init__(name)
         self.engine = engine
         self.platform = PLATFORMS[engine]
+        self.fork_safe = engine == "onnx"  # torch and TensorFlow keep thread pools a fork would lose
 
     def load(self):
         stored = store.open_model(self.name)

@@ -14,6 +14,7 @@ SAMPLE = "aigc-onnx"  # the template's sample handler; handler_test.py tests onl
 
 class OnnxModel(Model):
     platform = "onnxruntime_onnx"
+    fork_safe = True  # sessions from aigc.runtime.ort: a zygote may load it and fork replicas
 
     def load(self):
         stored = store.open_model(self.name)
