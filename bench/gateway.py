@@ -4,7 +4,10 @@ Overhead: the same tiny function (tests/handlers/echo) is called straight at
 a replica and through `aigc up`, over one keep-alive connection each, in
 interleaved blocks; overhead = gateway latency - direct latency, per percentile.
 Cold start: image-classify and embed from stack.yml are scaled to zero through
-the API, then one real request is timed until its answer.
+the API, then one real request is timed until its answer, on two gateways side
+by side: replicas forked from a zygote, and replicas started as new processes
+(`AIGC_ZYGOTE=off`); then the memory each added replica costs either way
+(aigc/bench/zero.py).
 
     .venv/bin/python bench/gateway.py [--requests 3000] [--cold-runs 5]
 """
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import statistics
 import subprocess
 import sys
@@ -25,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from aigc import runner, stack  # noqa: E402
+from aigc.bench import zero  # noqa: E402
 from aigc.bench.gateway import LocalGateway  # noqa: E402
 from gateway_helpers import write_stack  # noqa: E402  (the tiny echo function lives with the tests)
 
@@ -73,36 +76,20 @@ def overhead(tmp: Path, total: int) -> None:
 
 
 def cold_starts(tmp: Path, runs: int) -> None:
-    import io
-
-    import skimage.data
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(skimage.data.coffee()).save(buf, format="JPEG")
-    bodies = {"image-classify": ("/function/image-classify", buf.getvalue()),
-              "embed": ("/function/embed/v1/embeddings",
-                        json.dumps({"model": "minilm-l6-int8", "input": ["A cat sits on the mat."]}).encode())}
-    import requests
-
-    gw = LocalGateway(REPO / "stack.yml", tmp / "gateway-cold.log")
-    results: dict[str, list[float]] = {name: [] for name in bodies}
-    try:
-        for run in range(runs + 1):  # run 0 warms the page cache and is dropped
-            for name, (path, body) in bodies.items():
-                gw.client.scale(name, 0)
-                gw.client.wait_for(name, lambda s: s["replicas"] == 0, 60, "scaled to zero")
-                started = time.perf_counter()
-                resp = requests.post(gw.url + path, data=body, timeout=120)
-                seconds = time.perf_counter() - started
-                assert resp.status_code == 200, resp.text[:300]
-                if run:
-                    results[name].append(seconds)
-    finally:
-        gw.stop()
-    print(f"\ncold start from zero through the gateway (request sent -> answer), median of {runs}")
-    for name, values in results.items():
-        print(f"{name:16} median {statistics.median(values):.3f} s  min {min(values):.3f}  max {max(values):.3f}")
+    results = zero.timed(runs, tmp)
+    print(f"\ncold start from zero through the gateway (request sent -> answer), median of {runs}, interleaved")
+    print(f"{'':16} {'zygote s':>9} {'new process s':>14} {'ratio':>6}   (min-max)")
+    for name, modes in results.items():
+        z, n = (statistics.median(modes[m]) for m in ("zygote", "new process"))
+        spread = "  ".join(f"{min(v):.3f}-{max(v):.3f}" for v in modes.values())
+        print(f"{name:16} {z:9.3f} {n:14.3f} {z / n:6.2f}   ({spread})")
+    print("\nmemory per added replica (PSS MiB, median of 3 each, after a request; forked ones before and after "
+          "they re-make their sessions with all threads)")
+    print(f"{'':16} {'forked':>7} {'re-threaded':>12} {'new process':>12} {'zygote':>7}")
+    for name in results:
+        mem = zero.memory(name)
+        print(f"{name:16} {mem['forked']:7.1f} {mem['forked, re-threaded']:12.1f} {mem['new process']:12.1f} "
+              f"{mem['zygote']:7.1f}")
 
 
 def main() -> int:

@@ -33,9 +33,10 @@ def write_stack(path: Path, functions: dict[str, dict]) -> Path:
 class GatewayProcess(LocalGateway):
     """The local gateway for tests, with its state in `state_dir` so a restart finds its queue."""
 
-    def __init__(self, stack: Path, state_dir: Path, port: int | None = None, runtime: str = "process"):
+    def __init__(self, stack: Path, state_dir: Path, port: int | None = None, runtime: str = "process",
+                 env: dict[str, str] | None = None):
         super().__init__(stack, state_dir.parent / "gateway.log", start_timeout=30, state_dir=state_dir, port=port,
-                         runtime=runtime)
+                         runtime=runtime, env=env)
         self.auth = (self.client.user, self.client.password)
 
     def status(self, name: str) -> dict:

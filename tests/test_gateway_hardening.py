@@ -186,7 +186,8 @@ def test_7_large_rasters_are_bounded_by_the_memory_limit_not_killed_by_it(tmp_pa
         Image.new("RGB", (4000, 3000), (30, 140, 60)).save(photo, format="JPEG", quality=90)  # a 12 Mpx phone photo
         assert requests.post(url, data=photo.getvalue(), timeout=60).status_code == 200
         assert not [e for e in gateway_events(gateway, "image-classify") if "OOMKilled" in e]
-        assert gateway.status("image-classify")["availableReplicas"] == 1
+        # none was killed; the burst may have added a replica (a fork from the zygote is ready at once)
+        assert gateway.status("image-classify")["availableReplicas"] >= 1
     finally:
         gateway.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -84,19 +85,23 @@ def free_port() -> int:
 
 class LocalGateway:
     """`aigc up` on a loopback port, stopped on exit. Without `state_dir` it uses a throwaway
-    AIGC_STATE_DIR; with one, the state is kept (a restart finds its queued async calls)."""
+    AIGC_STATE_DIR, with a random value for each secret the stack names; with one, the state is
+    kept (a restart finds its queued async calls)."""
 
     def __init__(self, stack: Path, log_path: Path, start_timeout: float = 60.0,
-                 state_dir: Path | None = None, port: int | None = None, runtime: str = "process"):
+                 state_dir: Path | None = None, port: int | None = None, runtime: str = "process",
+                 env: dict[str, str] | None = None):
         self.stack = Path(stack).resolve()
         self.tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="aigc-bench-")
         self.state_dir = Path(state_dir) if state_dir else Path(self.tmp.name) / "state"
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        if self.tmp:
+            self._generate_secrets()
         # like faas-cli, `aigc up` takes templates from ./template; the repo has them for stacks kept elsewhere
         cwd = self.stack.parent if (self.stack.parent / "template").is_dir() else REPO
-        env = dict(os.environ, AIGC_STATE_DIR=str(self.state_dir), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, **(env or {}), AIGC_STATE_DIR=str(self.state_dir), PYTHONUNBUFFERED="1")
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "aigc.cli", "up", "-f", str(self.stack),
                                          "--port", str(self.port), "--runtime", runtime], cwd=cwd, env=env,
@@ -108,6 +113,16 @@ class LocalGateway:
             raise
         password = (self.state_dir / "secrets" / "basic-auth-password").read_text().strip()
         self.client = GatewayClient(self.url, "admin", password)
+
+    def _generate_secrets(self) -> None:
+        from aigc import stack as stack_mod
+        from aigc.gateway.secrets import SecretStore
+
+        store = SecretStore(self.state_dir / "secrets")
+        for fn in stack_mod.load(self.stack).functions.values():
+            for name in fn.secrets:
+                if not store.exists(name):
+                    store.write(name, secrets.token_urlsafe(24).encode(), create=True)
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

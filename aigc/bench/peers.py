@@ -1,6 +1,6 @@
 """Side by side with the peers a user would pick instead: llama.cpp for text, KServe for OIP.
 
-    python bench/peers.py [--runs 5] [--tokens 128] [--rows text,oip]
+    python bench/peers.py [--runs 5] [--tokens 128] [--rows text,oip,zero]
 
 The peer runs as its users run it, `python -m llama_cpp.server` (llama-cpp-python,
 its own virtualenv under ~/.cache/aigc/peers, built once from the sdist), on
@@ -22,6 +22,11 @@ predictor a KServe user writes) on the same EfficientNet-Lite0 ONNX file and
 threads, one 1×3×224×224 FP32 tensor per request: p50 latency one at a time,
 and throughput with 8 callers; as JSON, and with the binary tensor extension.
 
+Scale from zero (`zero`): image-classify and embed through our gateway, a
+replica forked from the function's zygote against one started as a new process
+(aigc/bench/zero.py); a peer's scale from zero is a pod start, which cannot run
+here.
+
 It waits for a quiet machine first (load average, says so) and prints the CPU
 it ran on: figures from another CPU do not carry over.
 """
@@ -34,12 +39,14 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import requests
 
 from .. import models, runner, stack
+from . import zero
 from .gateway import REPO, free_port
 
 PEERS = Path(os.environ.get("AIGC_PEERS_DIR", Path.home() / ".cache" / "aigc" / "peers"))
@@ -276,15 +283,31 @@ def oip_table(rows: dict[str, dict[str, list[float]]], args) -> str:
     return "\n".join(lines)
 
 
+def zero_table(results: dict[str, dict[str, list[float]]], runs: int) -> str:
+    lines = ["", f"Scale from zero through the gateway, request sent → answer; medians of {runs} interleaved runs", "",
+             "| function | replica forked from its zygote | replica as a new process | zygote / new |",
+             "|---|---:|---:|---:|"]
+    for fn, modes in results.items():
+        z, n = statistics.median(modes["zygote"]), statistics.median(modes["new process"])
+        lines.append(f"| {fn} | {z * 1000:.0f} ms ({min(modes['zygote']) * 1000:.0f}–"
+                     f"{max(modes['zygote']) * 1000:.0f}) | {n * 1000:.0f} ms | {z / n:.2f}× |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--quiet-load", type=float, default=0.5, help="wait for this 1-minute load average first")
-    p.add_argument("--rows", default="text,oip", help="comma-separated: text (llama.cpp), oip (KServe)")
+    p.add_argument("--rows", default="text,oip,zero",
+                   help="comma-separated: text (llama.cpp), oip (KServe), zero (scale from zero)")
     args = p.parse_args(argv)
     wanted = args.rows.split(",")
+    if "zero" in wanted:
+        wait_quiet(args.quiet_load, 600)
+        with tempfile.TemporaryDirectory(prefix="aigc-peers-") as tmp:
+            print(zero_table(zero.timed(args.runs, Path(tmp)), args.runs), flush=True)
     if "oip" in wanted:
         kserve_python()
         wait_quiet(args.quiet_load, 600)

@@ -33,7 +33,7 @@ from . import cron
 from .asyncq import Call, Queue
 from .cgroups import Cgroups
 from .deploy import DeployError, Deployment, check_process_env
-from .logs import LogBook
+from .logs import LogBook, drain
 from .metrics import GatewayMetrics
 from .pool import FunctionPool
 from .processes import ProcessLauncher
@@ -69,10 +69,11 @@ class Options:
     queue_max_calls: int = 1000      # async calls waiting, per function (AIGC_QUEUE_MAX_CALLS)
     queue_max_bytes: int = 256 << 20  # their bodies, per function (AIGC_QUEUE_MAX_BYTES)
     queue_retention: float = 24 * 3600.0  # finished calls are deleted after this (AIGC_QUEUE_RETENTION)
+    zygotes: bool = True             # process replicas forked from a loaded zygote (AIGC_ZYGOTE=on|off)
 
 
 def gateway_limits(env) -> dict:
-    """AIGC_MAX_REPLICAS, AIGC_MAX_STARTING and AIGC_BODY_TIMEOUT, validated (a ValueError names the variable)."""
+    """The gateway's AIGC_* settings, validated (a ValueError names the variable)."""
     def positive(text: str) -> int:
         value = int(text)
         if not 1 <= value <= 1000:
@@ -97,6 +98,11 @@ def gateway_limits(env) -> dict:
             raise ValueError("use a size from 1Ki to 64Gi")
         return value
 
+    def switch(text: str) -> bool:
+        if text.lower() not in ("on", "off"):
+            raise ValueError("use on or off")
+        return text.lower() == "on"
+
     def retention(text: str) -> float:
         value = parse_duration(text)
         if not 60 <= value <= 365 * 86400:
@@ -108,7 +114,8 @@ def gateway_limits(env) -> dict:
             "body_timeout": read_env(env, "AIGC_BODY_TIMEOUT", seconds, Options.body_timeout),
             "queue_max_calls": read_env(env, "AIGC_QUEUE_MAX_CALLS", count, Options.queue_max_calls),
             "queue_max_bytes": read_env(env, "AIGC_QUEUE_MAX_BYTES", size, Options.queue_max_bytes),
-            "queue_retention": read_env(env, "AIGC_QUEUE_RETENTION", retention, Options.queue_retention)}
+            "queue_retention": read_env(env, "AIGC_QUEUE_RETENTION", retention, Options.queue_retention),
+            "zygotes": read_env(env, "AIGC_ZYGOTE", switch, Options.zygotes)}
 
 
 def ensure_password(path: Path) -> tuple[str, bool]:
@@ -157,7 +164,9 @@ class Gateway:
             from .containers import launcher
             self.launcher = launcher(self.state_dir)
         elif options.runtime == "process":
-            self.launcher = ProcessLauncher(Cgroups(label=f"aigc-{uuid.uuid4().hex[:8]}"))
+            self.launcher = ProcessLauncher(Cgroups(label=f"aigc-{uuid.uuid4().hex[:8]}"), options.zygotes)
+            self.launcher.watch = lambda stream, fn, instance: drain(
+                stream, self.state_dir / "logs" / f"{instance}.log", self.logs, fn, instance)
         else:
             raise ValueError(f"runtime must be 'process' or 'podman', got {options.runtime!r}")
         self.pools: dict[str, FunctionPool] = {}
@@ -236,6 +245,7 @@ class Gateway:
             folders = [mount]
             env = dict(deployment.env_vars)
             start = lambda instance: self.launcher.start(deployment, mount, instance, env)  # noqa: E731
+            retire = lambda: None  # noqa: E731
         else:
             try:
                 context = buildctx.assemble(deployment.fn, self.options.root,
@@ -246,12 +256,14 @@ class Gateway:
             folders = [context.parent, mount]
             env = {"AIGC_SECRETS_DIR": str(mount), **deployment.env_vars}
             start = lambda instance: self.launcher.start(deployment, context, instance, env)  # noqa: E731
+            retire = lambda: self.launcher.retire(context)  # noqa: E731
         pool = FunctionPool(deployment, start, self.state_dir / "logs", self.session,
                             self.options.ready_timeout, self.logs)
         pool.wake = self.wake
         pool.on_replica_ready = lambda s, n=deployment.name: self.metrics.replica_start_seconds.labels(n).observe(s)
         pool.on_replica_exit = lambda oom, n=deployment.name: self.metrics.replica_exit(n, oom)
         pool.folders = folders
+        pool.retire = retire
         pool.mount = mount
         old = self.pools.get(deployment.name)
         if old is not None:
@@ -265,6 +277,7 @@ class Gateway:
 
     async def _retire(self, pool: FunctionPool) -> None:
         await pool.stop_all()  # SIGTERM: each replica finishes its in-flight requests first
+        await asyncio.to_thread(pool.retire)
         for folder in pool.folders:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -71,6 +71,7 @@ class FunctionPool:
         self.start = start
         self.mount: Path | None = None  # the deployment's secrets folder, set by the gateway
         self.folders: list[Path] = []  # the deployment's build context and secrets, removed when it retires
+        self.retire: Callable[[], None] = lambda: None  # the runtime's cleanup when it retires (a zygote)
         self.log_dir = log_dir
         self.session = session
         self.ready_timeout = ready_timeout

@@ -4,7 +4,8 @@
 fail; `?sleep=S` makes a request take S seconds (to observe limits);
 `IMPORT_ORT` imports onnxruntime at module level, i.e. in gunicorn's
 preloading master, the case that can hang worker exit; `/allocate?mb=N` holds
-N MiB in the worker (to cross a memory limit).
+N MiB in the worker (to cross a memory limit); `NO_FORK` keeps replicas from
+being forked from a zygote.
 """
 
 import os
@@ -20,6 +21,7 @@ if os.environ.get("IMPORT_ORT"):
 
 class Doubler(Model):
     platform = "numpy"
+    fork_safe = True  # numpy only: the gateway's zygote may load it and fork replicas (NO_FORK=1: it may not)
     inputs = (TensorSpec("x", "FP32", (-1, 2)),)
     outputs = (TensorSpec("y", "FP32", (-1, 2)), TensorSpec("label", "BYTES", (-1,)))
 
@@ -34,6 +36,7 @@ class Doubler(Model):
 
 
 model = Doubler("doubler")
+model.fork_safe = not os.environ.get("NO_FORK")
 HELD = []
 
 
