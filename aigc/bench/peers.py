@@ -284,7 +284,8 @@ def oip_table(rows: dict[str, dict[str, list[float]]], args) -> str:
 
 
 def zero_table(results: dict[str, dict[str, list[float]]], runs: int) -> str:
-    lines = ["", f"Scale from zero through the gateway, request sent → answer; medians of {runs} interleaved runs", "",
+    lines = ["", f"Scale from zero through the gateway on {cpu_name()}, request sent → answer; medians of {runs} "
+             "interleaved runs", "",
              "| function | replica forked from its zygote | replica as a new process | zygote / new |",
              "|---|---:|---:|---:|"]
     for fn, modes in results.items():
