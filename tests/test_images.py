@@ -223,8 +223,19 @@ def check_finetune(url, corpus):
     assert out["state"] == "succeeded", out
 
 
+def check_speech(url, corpus):
+    body = {"model": "hibari-heart", "voice": "heart", "input": "The quick brown fox jumps over the lazy dog.",
+            "response_format": "wav"}
+    req = urllib.request.Request(url + "/v1/audio/speech", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as resp:
+        data = resp.read()
+    assert data[:4] == b"RIFF" and 1.5 <= (len(data) - 44) / 2 / 24000 <= 5.0
+
+
 CHECKS = {"image-classify": check_classifier, "image-classify-torch": check_classifier, "embed": check_embed,
-          "face-emotion": check_face, "text-generate": check_text, "finetune": check_finetune}
+          "face-emotion": check_face, "text-generate": check_text, "finetune": check_finetune,
+          "speech": check_speech}
 
 
 @pytest.mark.skipif(os.environ.get("AIGC_ALL_IMAGES") != "1", reason="bash run.sh images builds every image")

