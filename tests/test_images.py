@@ -233,9 +233,15 @@ def check_speech(url, corpus):
     assert data[:4] == b"RIFF" and 1.5 <= (len(data) - 44) / 2 / 24000 <= 5.0
 
 
+def check_image_generate(url, corpus):
+    body = {"model": "terrain-diffusion", "prompt": "difficulty 50", "n": 2, "seed": 5}
+    first, again = (send(url, "/v1/images/generations", body) for _ in range(2))
+    assert len(first["data"]) == 2 and first["data"] == again["data"]
+
+
 CHECKS = {"image-classify": check_classifier, "image-classify-torch": check_classifier, "embed": check_embed,
           "face-emotion": check_face, "text-generate": check_text, "finetune": check_finetune,
-          "speech": check_speech}
+          "speech": check_speech, "image-generate": check_image_generate}
 
 
 @pytest.mark.skipif(os.environ.get("AIGC_ALL_IMAGES") != "1", reason="bash run.sh images builds every image")

@@ -3,8 +3,8 @@
 terrain-diffusion: `adaptive-terrain-diffusion` (MIT) ships a one-step consistency UNet as ONNX
 that turns noise into a 128x128 heightmap conditioned on a difficulty 1-100. It is stored as
 shipped, with the sampler's constants read from the package's own `TerrainGenerator` class; the
-build samples with our function's code (functions/image-generate) and with the package's
-generator from the same seed, and accepts the entry only if both agree.
+build samples with the serving code (aigc/runtime/imagegen.py) and with the package's
+generator from the same seeds, and accepts the entry only if both agree.
 
 dcgan-faces: `gan-face-generate` (code MIT) ships a 3.6M-parameter DCGAN generator as a torch
 checkpoint, trained on DigiFace-1M, whose licence allows **non-commercial research only**: the
@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..runtime import imagegen
 from . import package_dir, source
 
 TERRAIN_FILE = "weights/terrain_consistency_unet_difficulty100.onnx"
@@ -33,22 +34,6 @@ def terrain_config() -> dict[str, Any]:
             "asinh_scale": G.asinh_scale, "sigma_max": G.sigma_max, "steps": G.sampling_steps}
 
 
-def sample_terrain(session, config: dict, difficulties, seed: int):
-    """Heights (N, size, size) in metres: the consistency model's one step from noise (see the function)."""
-    import numpy as np
-
-    size = config["native_size"]
-    rng = np.random.default_rng(seed)
-    labels = ((np.asarray(difficulties, np.float64) - 1) / (config["num_classes"] - 1)).astype(np.float32)
-    noisy = rng.standard_normal((len(labels), 1, size, size), dtype=np.float32) * np.float32(config["sigma_max"])
-    sigmas = np.full(len(labels), config["sigma_max"], dtype=np.float32)
-    out = session.run(["denoised"], {"noisy": noisy, "sigma": sigmas, "difficulty": labels})[0][:, 0]
-    unit = np.clip((out + 1.0) * 0.5, 0.0, 1.0)
-    scale, top = config["asinh_scale"], config["height_range"]
-    heights = np.clip(scale * np.sinh(unit * np.arcsinh(top / scale)), 0.0, top).astype(np.float32)
-    return heights - heights.min(axis=(-2, -1), keepdims=True)
-
-
 def build_terrain(out: Path) -> dict[str, Any]:
     import shutil
 
@@ -59,15 +44,16 @@ def build_terrain(out: Path) -> dict[str, Any]:
     shutil.copyfile(package_dir("terrain_diffusion") / TERRAIN_FILE, out / "model.onnx")
     config = terrain_config()
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    ours = sample_terrain(session, config, [1, 50, 100], seed=11)
-    theirs = TerrainGenerator(model=out / "model.onnx", device="cpu").generate(3, difficulty=[1, 50, 100], seed=11)
+    ours = imagegen.terrain_heights(session, config, [1, 50, 100], [11, 12, 13])
+    package = TerrainGenerator(model=out / "model.onnx", device="cpu")
+    theirs = np.concatenate([package.generate(1, difficulty=d, seed=s) for d, s in ((1, 11), (50, 12), (100, 13))])
     diff = float(np.abs(ours - theirs).max())
     if diff > MAX_DIFF:
         raise RuntimeError(f"our sampler differs from the package's by {diff:.2e} m (> {MAX_DIFF})")
     (out / "terrain.json").write_text(json.dumps(config, indent=2) + "\n")
     return {"task": "image-generation", "format": "onnx", "platform": "onnxruntime_onnx",
             "generates": "128x128 terrain heightmaps (metres), conditioned on a difficulty 1-100",
-            "check": {"max_abs_diff_vs_package_m": diff, "seed": 11, "difficulties": [1, 50, 100]},
+            "check": {"max_abs_diff_vs_package_m": diff, "seeds": [11, 12, 13], "difficulties": [1, 50, 100]},
             "sources": [source("adaptive-terrain-diffusion", [f"terrain_diffusion/{TERRAIN_FILE}"])]}
 
 
