@@ -1,7 +1,7 @@
 """The web UI in a real browser (Debian's Chromium driven by Playwright) against a real `aigc up`.
 
-The gateway serves image-classify and embed exactly as stack.yml declares them,
-with the real models. Screenshots go to artifacts/ui-screenshots/ (CI keeps them).
+The gateway serves image-classify, embed, speech and image-generate as stack.yml
+declares them, with the real models. Screenshots go to artifacts/ui-screenshots/ (CI keeps them).
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ LOSSES = [(s, round(3.0 * 0.97 ** s, 4)) for s in range(0, 200, 10)]
 
 @pytest.fixture(scope="module")
 def gateway(model_store, tmp_path_factory):
-    """A stack file with only image-classify and embed, copied from the repo's stack.yml entries."""
+    """A stack file with image-classify, embed, speech and image-generate (faces opted in), copied from the
+    repo's stack.yml entries."""
     tmp = tmp_path_factory.mktemp("ui-browser")
     doc = yaml.safe_load((REPO / "stack.yml").read_text())
     doc["functions"] = {name: dict(doc["functions"][name], handler=str(REPO / "functions" / name))
-                        for name in ("image-classify", "embed")}
+                        for name in ("image-classify", "embed", "speech", "image-generate")}
+    doc["functions"]["image-generate"]["environment"]["MODEL_NAMES"] = "terrain-diffusion,dcgan-faces"
     (tmp / "stack.yml").write_text(yaml.safe_dump(doc))
     gw = GatewayProcess(tmp / "stack.yml", tmp / "state")
     yield gw
@@ -129,7 +131,8 @@ def test_login_then_the_functions(browser, ui_url, gateway):
     page.wait_for_url("**/functions/embed")  # back where the user was going
     page = t.go("/")
     rows = page.locator("#functions tbody tr[data-name]")
-    assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.name)")) == ["embed", "image-classify"]
+    assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.name)")) == ["embed", "image-classify",
+                                                                             "image-generate", "speech"]
     row = page.locator('tr[data-name="image-classify"]')
     assert "aigc-onnx" in row.inner_text() and "image" in row.inner_text()
     assert page.locator('tr[data-name="embed"] td').nth(2).inner_text() == "embeddings"
@@ -174,6 +177,48 @@ def test_compare_two_sentences(tab):
     # the page's polling picks up the call the gateway counted
     page.wait_for_function("() => document.querySelector('[data-field=invocations]').textContent === '1'")
     tab.shot("04-embed")
+    tab.clean()
+
+
+def test_speak_a_text_and_hear_it_as_it_streams(tab):
+    page = tab.go("/functions/speech")
+    page.fill("#speech-input", "The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore. "
+                               "Call me Ishmael.")
+    page.click("#speech-form button[type=submit]")
+    page.wait_for_selector("#speech-audio:not([hidden])", timeout=120_000)
+    assert float(page.locator("#speech-audio").get_attribute("data-seconds")) > 4
+    # the WAV the page kept for replay decodes in Chromium to the same length (the CSP lets media load blob:)
+    duration = page.evaluate("""() => new Promise((resolve) => { const a = document.getElementById('speech-audio');
+        if (a.duration > 0) return resolve(a.duration);
+        a.addEventListener('loadedmetadata', () => resolve(a.duration), {once: true});
+        a.addEventListener('error', () => resolve(-1), {once: true});
+        setTimeout(() => resolve(-2), 20000); a.load(); })""")
+    assert duration > 4
+    assert "first audio after" in page.inner_text("#speech-stats")
+    tab.shot("11-speech")
+    tab.clean()
+
+
+def test_generate_a_grid_of_images_and_see_the_faces_restriction(tab):
+    page = tab.go("/functions/image-generate")
+    page.fill("#images-seed", "7")
+    page.fill("#images-n", "4")
+    page.click("#images-form button[type=submit]")
+    page.wait_for_selector("#images-grid figure:nth-child(4) img", timeout=120_000)
+    sizes = page.locator("#images-grid img").evaluate_all(
+        "is => Promise.all(is.map(i => i.decode().then(() => i.naturalWidth)))")
+    assert sizes == [128] * 4
+    captions = page.locator("#images-grid figcaption").all_inner_texts()
+    assert captions[0].startswith("seed 7 · difficulty 70 · max_height_m ") and captions[3].startswith("seed 10 ·")
+    assert page.locator("#images-restrictions").is_hidden()
+    tab.shot("12-image-generate")
+    page.select_option("#images-model", "dcgan-faces")
+    page.fill("#images-prompt", "a face")
+    page.click("#images-form button[type=submit]")
+    page.wait_for_selector("#images-restrictions:not([hidden])", timeout=120_000)
+    assert "non-commercial" in page.inner_text("#images-restrictions")
+    assert "ignored" in page.inner_text("#images-stats")
+    tab.shot("13-image-generate-faces")
     tab.clean()
 
 

@@ -28,7 +28,8 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 METRICS_FILE = "metrics.json"  # optional evaluation numbers beside a store entry's manifest
 KINDS = {"image-classification": "image", "sentence-embedding": "embeddings", "text-embedding": "embeddings",
-         "feature-extraction": "embeddings", "text-generation": "chat"}
+         "feature-extraction": "embeddings", "text-generation": "chat", "text-to-speech": "speech",
+         "image-generation": "images"}
 
 
 # --- models and adapters ------------------------------------------------------------

@@ -44,7 +44,8 @@ def _rows(gw: Gateway, only: str | None = None) -> tuple[list[dict], str | None]
         env = status.get("envVars") or {}
         labels = status.get("labels") or {}
         image = status.get("image", "")
-        model = env.get("MODEL_NAME")
+        # image-generate serves several (MODEL_NAMES, the first the default); the others one (MODEL_NAME)
+        model = env.get("MODEL_NAME") or (env.get("MODEL_NAMES") or "").split(",")[0].strip() or None
         rows.append(dict(summary, name=name, image=image,
                          engine=_engine(langs.get(image), env.get("AIGC_ENGINE"), image),
                          model=model, kind=catalog.KINDS.get(catalog.model_task(c.model_store, model), "raw"),

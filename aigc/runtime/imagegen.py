@@ -5,8 +5,8 @@ the sampler a build verifies is the one that serves.
 
 - terrain: a one-step consistency model. Noise at sigma_max goes through the UNet once with the
   difficulty label (d-1)/(classes-1); its output in [-1, 1] maps back to metres through the asinh
-  companding the model was trained with. A heightmap PNG is 16-bit grey: 0 is the lowest point of
-  the map, 65535 the model's height range (`height_range` metres).
+  companding the model was trained with. A heightmap PNG is 16-bit grey over a span of metres the
+  caller picks (image-generate: each map's own, so flat maps stay visible; it reports the span).
 - faces: a DCGAN generator: latent N(0, 1) of `latent_size`, output tanh RGB, PNG 8-bit RGB.
 
 Every image is made from its own seed, so image i of a request with seed s is the same as the
@@ -43,7 +43,7 @@ def faces(session, config: dict, seeds: list[int]) -> np.ndarray:
 
 
 def png(pixels: np.ndarray, height_range: float | None = None) -> bytes:
-    """PNG bytes of an RGB uint8 image, or of a heightmap in metres as 16-bit grey over `height_range`."""
+    """PNG bytes of an RGB uint8 image, or of a heightmap in metres as 16-bit grey from 0 to `height_range`."""
     from PIL import Image
 
     if height_range is not None:

@@ -7,7 +7,7 @@
 
 MODEL_NAMES (comma-separated store entries) picks the models; the first is the default:
 - terrain-diffusion (MIT): 128x128 terrain heightmaps, 16-bit grey PNGs (0 = the map's lowest
-  point, 65535 = 22.17 m), one UNet step each. It is conditioned on a difficulty 1-100: the
+  point, 65535 = its highest, `max_height_m` metres above it), one UNet step each. It is conditioned on a difficulty 1-100: the
   body's `difficulty`, else the first whole number from 1 to 100 in the prompt, else one drawn
   from each image's seed. The response says which.
 - dcgan-faces (opt-in): 64x64 faces from a DCGAN trained on DigiFace-1M, whose licence allows
@@ -72,7 +72,9 @@ class Terrain(Generator):
     def pngs(self, params: list[dict]) -> list[bytes]:
         heights = imagegen.terrain_heights(self.session, self.config, [p["difficulty"] for p in params],
                                            [p["seed"] for p in params])
-        return [imagegen.png(h, self.config["height_range"]) for h in heights]
+        for p, h in zip(params, heights):
+            p["max_height_m"] = round(float(h.max()), 4)
+        return [imagegen.png(h, float(h.max()) or 1.0) for h in heights]
 
     def predict(self, inputs, parameters):
         levels = [int(d) for d in inputs["difficulty"].reshape(-1)]

@@ -142,6 +142,90 @@
     }
   });
 
+  // --- speech: 16-bit PCM played as each sentence arrives, then kept as a WAV to replay ------------
+  const RATE = 24000;
+  const wavBlob = (parts, samples) => {
+    const header = new DataView(new ArrayBuffer(44));
+    const text = (at, s) => [...s].forEach((c, i) => header.setUint8(at + i, c.charCodeAt(0)));
+    text(0, "RIFF"); header.setUint32(4, 36 + samples * 2, true); text(8, "WAVEfmt ");
+    header.setUint32(16, 16, true); header.setUint16(20, 1, true); header.setUint16(22, 1, true);
+    header.setUint32(24, RATE, true); header.setUint32(28, RATE * 2, true); header.setUint16(32, 2, true);
+    header.setUint16(34, 16, true); text(36, "data"); header.setUint32(40, samples * 2, true);
+    return new Blob([header, ...parts], {type: "audio/wav"});
+  };
+  on("speech-form", async () => {
+    const stats = document.getElementById("speech-stats");
+    const player = document.getElementById("speech-audio");
+    player.hidden = true;
+    stats.textContent = "synthesising…";
+    const started = performance.now();
+    const resp = await AIGC.call(invokeUrl("/v1/audio/speech"), {
+      method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({model: root.dataset.model, voice: "heart", response_format: "pcm",
+                            input: document.getElementById("speech-input").value,
+                            speed: Number(document.getElementById("speech-speed").value || 1)}),
+    });
+    if (!resp.ok) { stats.textContent = `${resp.status}: ${await errorText(resp)}`; return; }
+    const audio = new AudioContext({sampleRate: RATE});
+    let at = audio.currentTime + 0.05, first = null, carry = null, samples = 0;
+    const parts = [];
+    const reader = resp.body.getReader();
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      let bytes = value;
+      if (carry) { bytes = new Uint8Array(carry.length + value.length); bytes.set(carry); bytes.set(value, carry.length); }
+      const whole = bytes.length - (bytes.length % 2);  // a sample cut between two reads waits for its other byte
+      carry = whole < bytes.length ? bytes.slice(whole) : null;
+      if (!whole) continue;
+      const pcm = new Int16Array(bytes.slice(0, whole).buffer);
+      if (first === null) first = performance.now();
+      parts.push(pcm);
+      samples += pcm.length;
+      const buffer = audio.createBuffer(1, pcm.length, RATE);
+      buffer.getChannelData(0).set(Float32Array.from(pcm, (v) => v / 32768));
+      const source = audio.createBufferSource();
+      source.buffer = buffer;
+      source.connect(audio.destination);
+      at = Math.max(at, audio.currentTime);
+      source.start(at);  // each piece starts where the previous ends: gapless while synthesis keeps ahead
+      at += buffer.duration;
+    }
+    player.src = URL.createObjectURL(wavBlob(parts, samples));
+    player.hidden = false;
+    player.dataset.seconds = (samples / RATE).toFixed(2);
+    stats.textContent = `${(samples / RATE).toFixed(2)} s of audio; first audio after ` +
+      `${first === null ? "—" : ((first - started) / 1000).toFixed(2) + " s"}, all of it after ${((performance.now() - started) / 1000).toFixed(2)} s`;
+  });
+
+  // --- image generation: a grid of PNGs with their seed and parameters ------------------------
+  on("images-form", async () => {
+    const stats = document.getElementById("images-stats");
+    const grid = document.getElementById("images-grid");
+    const notice = document.getElementById("images-restrictions");
+    stats.textContent = "generating…";
+    const seed = document.getElementById("images-seed").value;
+    const request = {model: document.getElementById("images-model").value, prompt: document.getElementById("images-prompt").value,
+                     n: Number(document.getElementById("images-n").value || 1)};
+    if (seed !== "") request.seed = Number(seed);
+    const started = performance.now();
+    const resp = await AIGC.call(invokeUrl("/v1/images/generations"), {
+      method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(request)});
+    if (!resp.ok) { stats.textContent = `${resp.status}: ${await errorText(resp)}`; return; }
+    const body = await resp.json();
+    notice.hidden = !body.restrictions;
+    notice.textContent = body.restrictions ? `${body.model}: ${body.restrictions}` : "";
+    grid.replaceChildren(...body.data.map((d, i) => {
+      const figure = AIGC.el("figure", {class: "generated"});
+      figure.appendChild(AIGC.el("img", {src: `data:image/png;base64,${d.b64_json}`, alt: `image ${i + 1}`}));
+      const p = (body.parameters || [])[i] || {};
+      figure.appendChild(AIGC.el("figcaption", {}, Object.entries(p).map(([k, v]) => `${k} ${v}`).join(" · ")));
+      return figure;
+    }));
+    stats.textContent = `${body.data.length} × ${body.size} from ${body.model} in ${((performance.now() - started) / 1000).toFixed(2)} s; ` +
+      `seed ${body.seed}; prompt ${body.prompt}`;
+  });
+
   // --- raw request -----------------------------------------------------------------------
   on("raw-form", async () => {
     const method = document.getElementById("raw-method").value;
