@@ -173,3 +173,15 @@ def test_embed_under_load(tmp_path, model_store):
     assert rc == 0
     summary = check_reports(out, "scaling.png")
     assert summary["totals"]["embed"]["n"] > 10 and summary["totals"]["embed"]["failures"] == 0
+
+
+@pytest.mark.parametrize("function, custom", [("speech", "time to first audio"), ("image-generate", "images/s per user")])
+def test_generative_functions_under_load(tmp_path, model_store, function, custom):
+    out = tmp_path / function
+    rc = cli.main(["bench", "scaling", function, "-f", str(_repo_function(tmp_path, function)), "--out", str(out),
+                   "--step-users", "1", "--step-seconds", "4", "--steps", "1"])
+    assert rc == 0
+    summary = check_reports(out, "scaling.png")
+    assert summary["totals"][function]["n"] >= 2 and summary["totals"][function]["failures"] == 0
+    stats = {r["Name"]: r for r in read_csv(out / "locust_stats.csv")}
+    assert int(stats[custom]["Request Count"]) >= 2 and float(stats[custom]["Median Response Time"]) > 0

@@ -12,7 +12,8 @@ from .gateway import REPO
 
 LOADTESTS = REPO / "loadtests"
 # function name -> its locustfile; anything else gets the generic one (send a body, expect 2xx)
-LOCUSTFILES = {"image-classify": "image_classify.py", "embed": "embed.py", "text-generate": "text_generate.py"}
+LOCUSTFILES = {"image-classify": "image_classify.py", "embed": "embed.py", "text-generate": "text_generate.py",
+               "speech": "speech.py", "image-generate": "image_generate.py"}
 
 
 def locustfile_for(function: str, override: str | None = None) -> Path:

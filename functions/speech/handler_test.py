@@ -1,7 +1,5 @@
 """speech's own tests, run by the image's test stage (TEST_ENABLED=true) with the baked voice."""
 
-import io
-import wave
 
 import numpy as np
 import pytest
