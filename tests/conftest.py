@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import io
 import os
 import socket
@@ -44,6 +46,19 @@ def model_store() -> Path:
 @pytest.fixture(scope="session")
 def stack_file():
     return stack.load(REPO / "stack.yml")
+
+
+@contextlib.contextmanager
+def running(fn: stack.StackFunction, folder: Path, env: dict[str, str] | None = None, ready_timeout: float = 120):
+    """A function as a real gunicorn process from its assembled build context, its log in `folder`, until the
+    block ends: for module-scoped fixtures (`serve` is the per-test one)."""
+    inst = runner.start(fn, REPO, free_port(), extra_env=env, build_dir=folder / "build",
+                        stdout=open(folder / "instance.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        inst.wait_ready(ready_timeout)
+        yield inst.url
+    finally:
+        inst.stop()
 
 
 @pytest.fixture

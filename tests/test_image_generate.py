@@ -7,15 +7,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import subprocess
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
-from aigc import runner
-from conftest import REPO, free_port
+from conftest import REPO, running
 from gateway_helpers import CallbackServer, GatewayProcess, write_stack
 
 BOTH = "terrain-diffusion,dcgan-faces"
@@ -23,14 +21,9 @@ BOTH = "terrain-diffusion,dcgan-faces"
 
 @pytest.fixture(scope="module")
 def images(model_store, stack_file, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("image-generate")
-    inst = runner.start(stack_file.functions["image-generate"], REPO, free_port(), extra_env={"MODEL_NAMES": BOTH},
-                        build_dir=tmp / "build", stdout=open(tmp / "instance.log", "wb"), stderr=subprocess.STDOUT)
-    try:
-        inst.wait_ready(120)
-        yield inst.url
-    finally:
-        inst.stop()
+    folder = tmp_path_factory.mktemp("image-generate")
+    with running(stack_file.functions["image-generate"], folder, {"MODEL_NAMES": BOTH}) as url:
+        yield url
 
 
 def client(url):

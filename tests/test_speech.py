@@ -3,14 +3,11 @@ streamed sentence by sentence, and a 400 naming the field for every bad request.
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 import requests
 
-from aigc import runner
-from conftest import REPO, free_port
+from conftest import running
 
 FOX = "The quick brown fox jumps over the lazy dog."
 FIVE = ("The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore. "
@@ -20,14 +17,8 @@ FIVE = ("The quick brown fox jumps over the lazy dog. She sells sea shells by th
 
 @pytest.fixture(scope="module")
 def speech(model_store, stack_file, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("speech")
-    inst = runner.start(stack_file.functions["speech"], REPO, free_port(), build_dir=tmp / "build",
-                        stdout=open(tmp / "instance.log", "wb"), stderr=subprocess.STDOUT)
-    try:
-        inst.wait_ready(120)
-        yield inst.url
-    finally:
-        inst.stop()
+    with running(stack_file.functions["speech"], tmp_path_factory.mktemp("speech")) as url:
+        yield url
 
 
 def client(url):
