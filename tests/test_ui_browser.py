@@ -195,6 +195,8 @@ def test_speak_a_text_and_hear_it_as_it_streams(tab):
         setTimeout(() => resolve(-2), 20000); a.load(); })""")
     assert duration > 4
     assert "first audio after" in page.inner_text("#speech-stats")
+    page = tab.go("/functions/speech")  # the gateway's metering, on the function's page
+    assert "GB-s" in page.inner_text("#cost-memory") and "per invocation" in page.inner_text("#cost-total")
     tab.shot("11-speech")
     tab.clean()
 

@@ -93,6 +93,14 @@ class Gateway:
     def function(self, name: str) -> dict[str, Any]:
         return self._ok(self.request("GET", f"/system/function/{check_name(name)}"), 200).json()
 
+    def metering(self, name: str) -> dict[str, Any] | None:
+        """The local gateway's metering of a function (docs/metering.md); None from a gateway without it."""
+        resp = self.request("GET", f"/system/metering/{check_name(name)}")
+        try:
+            return resp.json() if resp.status_code == 200 else None
+        except ValueError:
+            return None
+
     def scale(self, name: str, replicas: int) -> None:
         self._ok(self.request("POST", f"/system/scale-function/{check_name(name)}",
                               json={"serviceName": name, "replicas": replicas}), 200, 202)

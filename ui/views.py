@@ -53,8 +53,23 @@ def _rows(gw: Gateway, only: str | None = None) -> tuple[list[dict], str | None]
                          invocations=int(status.get("invocationCount") or summary["invocations"]),
                          min=labels.get(MIN_LABEL, ""), max=labels.get(MAX_LABEL, ""),
                          labels=labels, env=env, annotations=status.get("annotations") or {},
-                         created=status.get("createdAt", "")))
+                         created=status.get("createdAt", ""),
+                         cost=_cost(gw.metering(name)) if only else {}))
     return rows, note
+
+
+def _cost(metering) -> dict[str, str]:
+    """The gateway's metering extension (docs/metering.md) as display strings; empty from a gateway without it."""
+    try:
+        usage, cost = metering["usage"], metering["cost"]
+        per_call = cost["per_invocation"]
+        return {"memory": f"{usage['memory_gb_seconds']:.1f} GB-s ({usage['busy_gb_seconds']:.1f} busy)",
+                "cpu": f"{usage['cpu_seconds']:.1f} s",
+                "total": f"${cost['total']:.6f}",
+                "per_invocation": "—" if per_call is None else f"${per_call:.8f}",
+                "prices": str(cost["prices"].get("source", ""))}
+    except (KeyError, TypeError, ValueError):
+        return {}
 
 
 def _engine(lang: str | None, engine: str | None, image: str) -> str:

@@ -34,6 +34,7 @@ from .asyncq import Call, Queue
 from .cgroups import Cgroups
 from .deploy import DeployError, Deployment, check_process_env
 from .logs import LogBook, drain
+from .metering import Meter, PriceError, load_prices
 from .metrics import GatewayMetrics
 from .pool import FunctionPool
 from .processes import ProcessLauncher
@@ -70,6 +71,8 @@ class Options:
     queue_max_bytes: int = 256 << 20  # their bodies, per function (AIGC_QUEUE_MAX_BYTES)
     queue_retention: float = 24 * 3600.0  # finished calls are deleted after this (AIGC_QUEUE_RETENTION)
     zygotes: bool = True             # process replicas forked from a loaded zygote (AIGC_ZYGOTE=on|off)
+    meter_interval: float = 1.0      # how often replicas' memory and CPU are sampled (AIGC_METER_INTERVAL)
+    prices: dict | None = None       # the metering price table (AIGC_PRICES; None: AWS Lambda's list prices)
 
 
 def gateway_limits(env) -> dict:
@@ -103,6 +106,18 @@ def gateway_limits(env) -> dict:
             raise ValueError("use on or off")
         return text.lower() == "on"
 
+    def interval(text: str) -> float:
+        value = parse_duration(text)
+        if not 0.05 <= value <= 60:
+            raise ValueError("use a duration from 50ms to 60s")
+        return value
+
+    def prices(text: str) -> dict:
+        try:
+            return load_prices(text)
+        except PriceError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+
     def retention(text: str) -> float:
         value = parse_duration(text)
         if not 60 <= value <= 365 * 86400:
@@ -115,7 +130,9 @@ def gateway_limits(env) -> dict:
             "queue_max_calls": read_env(env, "AIGC_QUEUE_MAX_CALLS", count, Options.queue_max_calls),
             "queue_max_bytes": read_env(env, "AIGC_QUEUE_MAX_BYTES", size, Options.queue_max_bytes),
             "queue_retention": read_env(env, "AIGC_QUEUE_RETENTION", retention, Options.queue_retention),
-            "zygotes": read_env(env, "AIGC_ZYGOTE", switch, Options.zygotes)}
+            "zygotes": read_env(env, "AIGC_ZYGOTE", switch, Options.zygotes),
+            "meter_interval": read_env(env, "AIGC_METER_INTERVAL", interval, Options.meter_interval),
+            "prices": read_env(env, "AIGC_PRICES", prices, None)}
 
 
 def ensure_password(path: Path) -> tuple[str, bool]:
@@ -169,6 +186,8 @@ class Gateway:
                 stream, self.state_dir / "logs" / f"{instance}.log", self.logs, fn, instance)
         else:
             raise ValueError(f"runtime must be 'process' or 'podman', got {options.runtime!r}")
+        self.meter = Meter(self.state_dir / "metering.json", options.prices or load_prices(None))
+        self.metrics.watch_meter(self.meter)
         self.pools: dict[str, FunctionPool] = {}
         self.credentials: dict[str, dict[str, str]] = {}  # queued calls' Authorization/Cookie: never on disk
         self._generation = 0  # deploys so far: names each deployment's context and secrets folders
@@ -184,6 +203,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._autoscale()))
         self._tasks.append(loop.create_task(self._cron()))
+        if self.metered:
+            self._tasks.append(loop.create_task(self._meter()))
         self.worker = QueueWorker(self)
         self._tasks += [loop.create_task(self.worker.run()) for _ in range(self.options.async_workers)]
 
@@ -197,12 +218,17 @@ class Gateway:
         if self.session:
             await self.session.close()
         await asyncio.to_thread(self.launcher.close)
+        self.meter.save()
         self.queue.close()
 
     # --- deployments ---------------------------------------------------------
     @property
     def runs_images(self) -> bool:
         return self.launcher.name != "process"
+
+    @property
+    def metered(self) -> bool:
+        return not self.runs_images  # a container's processes are in another PID namespace
 
     def _mount_secrets(self, deployment: Deployment, mount: Path) -> Path:
         for name in deployment.secrets:
@@ -288,6 +314,7 @@ class Gateway:
         await self._retire(pool)
         self.queue.forget_schedule(name)
         self.metrics.forget(name)
+        self.meter.forget(name)
         self.logs.forget(name)
         return True
 
@@ -358,6 +385,23 @@ class Gateway:
                 log.exception("running schedules failed")
             await asyncio.sleep(self.options.cron_interval)
 
+    # --- metering ----------------------------------------------------------------
+    async def _meter(self) -> None:
+        while True:
+            groups = {name: [(r.instance.process.pid, r.busy_seconds()) for r in pool.replicas
+                             if r.state in ("starting", "ready", "stopping") and r.alive()]
+                      for name, pool in self.pools.items()}
+            try:
+                await asyncio.to_thread(self.meter.sample, groups)
+            except Exception:  # a bad sample must not stop metering
+                log.exception("metering sample failed")
+            await asyncio.sleep(self.options.meter_interval)
+
+    def observe(self, name: str, code: int, seconds: float) -> None:
+        """A call that ended (sync or async): its metrics and its metering."""
+        self.metrics.observe(name, code, seconds)
+        self.meter.invoked(name, seconds)
+
     # --- invocation ------------------------------------------------------------
     async def acquire(self, name: str):
         pool = self.pools[name]
@@ -365,6 +409,7 @@ class Gateway:
         replica, cold = await pool.acquire(self.options.upstream_timeout)
         if cold:
             self.metrics.cold_starts.labels(name).inc()
+            self.meter.cold_start(name)
             self.metrics.cold_start_seconds.labels(name).observe(time.monotonic() - started)
         return pool, replica
 

@@ -31,6 +31,12 @@ class GatewayMetrics:
         self.async_queued = Gauge("gateway_async_queued", "Async calls accepted and not yet delivered",
                                   registry=r)
 
+    def watch_meter(self, meter) -> None:
+        """Expose the metering totals (metering.py) on the same /metrics."""
+        from .metering import MeterCollector
+
+        self.registry.register(MeterCollector(meter))
+
     def observe(self, function: str, code: int, seconds: float) -> None:
         self.invocations.labels(function, str(code)).inc()
         self.seconds.labels(function, str(code)).observe(seconds)

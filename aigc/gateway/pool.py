@@ -48,6 +48,22 @@ class Replica:
         self.state = "starting"  # starting -> ready -> stopping | dead
         self.inflight = 0
         self.started = time.monotonic()
+        self._busy_total = 0.0  # seconds with a request in flight, up to _busy_since
+        self._busy_since = 0.0
+
+    def begin(self) -> None:
+        if self.inflight == 0:
+            self._busy_since = time.monotonic()
+        self.inflight += 1
+
+    def end(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self._busy_total += time.monotonic() - self._busy_since
+
+    def busy_seconds(self) -> float:
+        """Time this replica has had at least one request in flight (metering's busy share)."""
+        return self._busy_total + (time.monotonic() - self._busy_since if self.inflight else 0.0)
 
     @property
     def url(self) -> str:
@@ -115,7 +131,7 @@ class FunctionPool:
         self.last_activity = time.monotonic()
         replica = self._pick()
         if replica:
-            replica.inflight += 1
+            replica.begin()
             return replica, False
         cold = not self.ready
         self.waiting += 1
@@ -135,13 +151,13 @@ class FunctionPool:
                         await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
                     except asyncio.TimeoutError:
                         pass
-            replica.inflight += 1
+            replica.begin()
             return replica, cold
         finally:
             self.waiting -= 1
 
     async def release(self, replica: Replica) -> None:
-        replica.inflight -= 1
+        replica.end()
         if not replica.alive():
             self.wake.set()  # replace it now rather than at the next tick
         self.calls[0] += 1

@@ -44,7 +44,10 @@ def _function_name(request: web.Request, invocation: bool = False) -> str:
 
 def _status(gw: Gateway, name: str) -> dict:
     pool = gw.pools[name]
-    return pool.deployment.status(len(pool.active), len(pool.ready), pool.invocations, gw.next_run(name))
+    status = pool.deployment.status(len(pool.active), len(pool.ready), pool.invocations, gw.next_run(name))
+    if gw.metered:  # the spec's FunctionUsage: CPU millicores and RSS at the last sample
+        status["usage"] = gw.meter.current(name)
+    return status
 
 
 # --- /system ---------------------------------------------------------------
@@ -131,7 +134,7 @@ async def invoke(request: web.Request):
     try:
         pool, replica = await gw.acquire(name)
     except NoReplica as exc:
-        gw.metrics.observe(name, exc.status, time.monotonic() - started)
+        gw.observe(name, exc.status, time.monotonic() - started)
         return error(exc.status, str(exc), **{"X-Call-Id": call_id})
     response = None
     try:
@@ -164,7 +167,7 @@ async def invoke(request: web.Request):
                      **{"X-Call-Id": call_id})
     finally:
         await pool.release(replica)
-        gw.metrics.observe(name, code, time.monotonic() - started)
+        gw.observe(name, code, time.monotonic() - started)
 
 
 async def invoke_async(request: web.Request):
@@ -194,6 +197,20 @@ async def cancel_async(request: web.Request):
     return error(404, "no queued call with that X-Call-Id (unknown, running or finished)")
 
 
+async def get_metering(request):
+    """An extension (docs/metering.md): every function's metered totals and cost, or one function's."""
+    gw = request.app[GATEWAY]
+    if not gw.metered:
+        return error(501, "replicas run as containers here (--runtime podman): they are not metered")
+    name = request.match_info.get("name")
+    if name is None:
+        return web.json_response({"functions": {n: gw.meter.report(n) for n in gw.pools}})
+    name = _function_name(request)
+    if name not in gw.pools:
+        return error(404, f"function {name!r} not found")
+    return web.json_response(gw.meter.report(name))
+
+
 def create_app(gateway: Gateway, max_body: int = 64 << 20) -> web.Application:
     app = web.Application(middlewares=[json_errors, auth.make_middleware(auth.Throttle())],
                           client_max_size=max_body)
@@ -206,6 +223,8 @@ def create_app(gateway: Gateway, max_body: int = 64 << 20) -> web.Application:
     app.router.add_put("/system/functions", deploy_function)
     app.router.add_delete("/system/functions", delete_function)
     app.router.add_get("/system/function/{name}", get_function)
+    app.router.add_get("/system/metering", get_metering)
+    app.router.add_get("/system/metering/{name}", get_metering)
     app.router.add_post("/system/scale-function/{name}", scale_function)
     app.router.add_route("*", "/function/{name}", invoke)
     app.router.add_route("*", "/function/{name}/{path:.*}", invoke)

@@ -79,7 +79,7 @@ class QueueWorker:
             status, headers, body, seconds = 502, {}, _error_body(f"replica failed: {exc}"), 0.0
         except asyncio.TimeoutError:  # not a ClientError: the function ran past the call's time limit
             status, headers, body, seconds = 504, {}, _error_body("the function did not answer in time"), 0.0
-        self.gw.metrics.observe(call.function, status, seconds)
+        self.gw.observe(call.function, status, seconds)
         if status in RETRY_STATUSES:
             await self._attempt_failed(call, status, headers, body, seconds, f"function answered {status}")
             return
