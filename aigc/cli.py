@@ -199,6 +199,12 @@ def _bench(args) -> int:
     return suites.coldstart(args) if args.suite == "coldstart" else suites.scaling(args)
 
 
+def _policy(args) -> int:
+    from .bench import policy
+
+    return policy.run(args)
+
+
 def _tune(args) -> int:
     from .bench import tune
 
@@ -292,6 +298,15 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--target", type=float, help="redeploy with this com.openfaas.scale.target")
     sc.add_argument("--down-window", help="redeploy with this com.openfaas.scale.down.window")
     sc.set_defaults(func=_bench)
+    po = bench.add_parser("policy", help="replay an invocation trace against keep-alive policies (simulated): "
+                                         "cold starts and idle memory, fixed timeouts vs adaptive")
+    po.add_argument("--trace", help="the Azure Functions 2019 per-minute CSV; default: a synthetic trace")
+    po.add_argument("--functions", type=int, default=400, help="synthetic: how many functions")
+    po.add_argument("--hours", type=float, default=24.0, help="synthetic: how long")
+    po.add_argument("--seed", type=int, default=1)
+    po.add_argument("--mix", help='synthetic: shares per kind as JSON, e.g. \'{"periodic": 0.5, "rare": 0.5}\'')
+    po.add_argument("--out", default="artifacts/bench/policy", help="report folder")
+    po.set_defaults(func=_policy)
 
     tu = sub.add_parser("tune", help="measure per-instance capacity under a p95 SLO and write it as the "
                                      "scaling target in stack.yml and knative/")

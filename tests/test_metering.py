@@ -138,3 +138,27 @@ def test_a_sample_counts_rss_times_time_and_new_cpu_only(tmp_path):
     assert meter.usage["self"].cpu_seconds - cpu < 1.0  # only what was used since, not the whole again
     meter.save()
     assert metering.Meter(tmp_path / "m.json", metering.load_prices(None)).usage["self"].replica_seconds == 3.0
+
+
+def test_adaptive_keepalive_learns_from_calls_through_the_gateway(tmp_path):
+    stack = write_stack(tmp_path / "stack.yml", {"echo": {"labels": {
+        "com.openfaas.scale.min": "1", "com.openfaas.scale.zero": "true", "com.openfaas.scale.zero-duration": "10m",
+        "com.aigc.keepalive": "adaptive"}}})
+    gw = GatewayProcess(stack, tmp_path / "state")
+    try:
+        gw.wait_for("echo", lambda s: s["availableReplicas"] == 1, 60, "ready")
+        url = gw.url + "/system/metering/echo"
+        before = requests.get(url, auth=gw.auth, timeout=10).json()["keepalive"]
+        assert before == {"policy": "adaptive", "idle_times_seen": 0, "learned": False, "prewarm_seconds": 0.0,
+                          "keepalive_seconds": 600.0}
+        for _ in range(12):
+            assert requests.post(gw.url + "/function/echo/json", json={}, timeout=30).status_code == 201
+            time.sleep(0.1)
+        learned = requests.get(url, auth=gw.auth, timeout=10).json()["keepalive"]
+        assert learned["learned"] and learned["idle_times_seen"] == 11
+        assert learned["prewarm_seconds"] == 0 and 60 <= learned["keepalive_seconds"] <= 90  # busy: short wait
+    finally:
+        gw.stop()
+    bad = write_stack(tmp_path / "bad.yml", {"echo": {"labels": {"com.aigc.keepalive": "often"}}})
+    with pytest.raises(RuntimeError, match="com.aigc.keepalive='often'"):
+        GatewayProcess(bad, tmp_path / "state-bad")

@@ -3,7 +3,9 @@
 Labels (OpenFaaS names and defaults): `com.openfaas.scale.min` (1), `.max` (20),
 `.zero` (false), `.zero-duration` (15m), `.target` (50 in-flight requests per
 replica, OpenFaaS's capacity mode), `.down.window` (30s here: how long load must
-stay low before replicas are removed). `max` is bounded by the gateway's own
+stay low before replicas are removed); and ours, `com.aigc.keepalive`: `fixed`
+(zero-duration) or `adaptive` (windows learned from the function's idle times,
+keepalive.py; zero-duration while it has not learned). `max` is bounded by the gateway's own
 replica limit and `target` to 1..10000, so no label can make the autoscaler
 start more processes than the machine was given.
 """
@@ -14,6 +16,8 @@ import math
 from dataclasses import dataclass
 
 from ..runtime.config import parse_bool, parse_duration, read_env
+from . import keepalive
+from .keepalive import Windows
 
 PREFIX = "com.openfaas.scale."
 
@@ -30,9 +34,16 @@ class Policy:
     zero_duration: float = 15 * 60.0
     target: float = 50.0
     down_window: float = 30.0
+    keepalive: str = "fixed"
 
     @classmethod
     def from_labels(cls, labels: dict[str, str], max_replicas: int = 20) -> "Policy":
+        def get_keepalive(labels):
+            try:
+                return keepalive.policy_of(labels)
+            except ValueError as exc:
+                raise PolicyError(f"{exc} (a scaling label)") from None
+
         def get(key, parse, default):
             try:
                 return read_env(labels, PREFIX + key, parse, default)
@@ -43,7 +54,8 @@ class Policy:
                      zero=get("zero", parse_bool, cls.zero),
                      zero_duration=get("zero-duration", parse_duration, cls.zero_duration),
                      target=get("target", float, cls.target),
-                     down_window=get("down.window", parse_duration, cls.down_window))
+                     down_window=get("down.window", parse_duration, cls.down_window),
+                     keepalive=get_keepalive(labels))
         if policy.min < 0 or policy.max < 1 or policy.min > policy.max:
             raise PolicyError(f"scale labels need 0 <= min <= max and max >= 1 (min={policy.min}, max={policy.max})")
         if policy.max > max_replicas:
@@ -67,6 +79,7 @@ class Load:
     floor: int | None = None  # a manual scale request, kept as the lower bound
     peak_demand: int | None = None  # highest demand over the down window (None: use demand)
     immediate: bool = False   # a manual scale just arrived: apply it without waiting for the window
+    windows: Windows | None = None  # adaptive keep-alive's current windows (None: the fixed zero-duration)
 
 
 def decide(policy: Policy, load: Load) -> int:
@@ -78,9 +91,14 @@ def decide(policy: Policy, load: Load) -> int:
     """
     floor = policy.min if load.floor is None else min(load.floor, policy.max)
     lazy = policy.zero and load.floor is None
-    # as OpenFaaS: a new deployment gets its min replicas; only zero-duration of idleness takes it to zero
-    if lazy and load.demand == 0 and load.idle_seconds >= policy.zero_duration:
-        return 0
+    # as OpenFaaS: a new deployment gets its min replicas; only zero-duration of idleness takes it to zero.
+    # Adaptive keep-alive: none during the pre-warm window after a call, one until its keep-alive ends.
+    if lazy and load.demand == 0:
+        w = load.windows or Windows(0.0, policy.zero_duration, False)
+        if load.idle_seconds < w.prewarm or load.idle_seconds >= w.unload_after:
+            return 0
+        if w.prewarm:
+            floor = max(floor, 1)  # loaded again for the call the histogram expects
     needed = math.ceil(load.demand / policy.target)
     wanted = min(policy.max, max(needed, floor, 1 if load.demand else 0))
     if wanted >= load.replicas:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import aiohttp
 
 from .deploy import Deployment
+from .keepalive import IdleHistogram
 from .logs import LogBook, drain
 from .policy import Load, decide
 
@@ -99,6 +100,7 @@ class FunctionPool:
         self.waiting = 0
         self.calls = [0]  # invocations, in a box an update's new pool shares with the old one
         self.last_activity = time.monotonic()
+        self.idle_times = IdleHistogram()  # between a call's end and the next call (adaptive keep-alive)
         self.low_since: float | None = None
         self.start_failures = 0
         self.last_start_error = ""
@@ -128,6 +130,8 @@ class FunctionPool:
 
     async def acquire(self, timeout: float) -> tuple[Replica, bool]:
         """A replica for one request, and whether the request had to wait for a replica to start."""
+        if self.calls[0] and self.demand() == 0:  # the function was idle since its last call ended
+            self.idle_times.add(time.monotonic() - self.last_activity)
         self.last_activity = time.monotonic()
         replica = self._pick()
         if replica:
@@ -201,13 +205,18 @@ class FunctionPool:
         wanted = decide(self.deployment.policy, Load(
             replicas=current, demand=demand, idle_seconds=0 if demand else now - self.last_activity,
             low_seconds=now - self.low_since if self.low_since else 0, floor=self.manual,
-            peak_demand=max(d for _, d in history), immediate=self.manual_pending))
+            peak_demand=max(d for _, d in history), immediate=self.manual_pending, windows=self.windows()))
         self.manual_pending = False
         for _ in range(min(wanted - current, room)):
             self._start_replica()
         if wanted < current:
             self._stop_idle(current - wanted)
         await self._notify()
+
+    def windows(self):
+        """Adaptive keep-alive's windows now, or None under the fixed zero-duration."""
+        policy = self.deployment.policy
+        return self.idle_times.windows(policy.zero_duration) if policy.keepalive == "adaptive" else None
 
     async def _report_exit(self, r: Replica) -> None:
         ended = await asyncio.to_thread(r.instance.ended)

@@ -204,11 +204,21 @@ async def get_metering(request):
         return error(501, "replicas run as containers here (--runtime podman): they are not metered")
     name = request.match_info.get("name")
     if name is None:
-        return web.json_response({"functions": {n: gw.meter.report(n) for n in gw.pools}})
+        return web.json_response({"functions": {n: _metering(gw, n) for n in gw.pools}})
     name = _function_name(request)
     if name not in gw.pools:
         return error(404, f"function {name!r} not found")
-    return web.json_response(gw.meter.report(name))
+    return web.json_response(_metering(gw, name))
+
+
+def _metering(gw: Gateway, name: str) -> dict:
+    pool = gw.pools[name]
+    policy, windows = pool.deployment.policy, pool.windows()
+    return dict(gw.meter.report(name), keepalive={
+        "policy": policy.keepalive, "idle_times_seen": pool.idle_times.samples,
+        "learned": bool(windows and windows.learned),
+        "prewarm_seconds": windows.prewarm if windows else 0.0,
+        "keepalive_seconds": windows.keepalive if windows else policy.zero_duration})
 
 
 def create_app(gateway: Gateway, max_body: int = 64 << 20) -> web.Application:
