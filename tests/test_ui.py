@@ -324,3 +324,15 @@ def test_13_login_never_redirects_off_site(ui, gateway, target, lands):
     resp = fresh.post("/login", data={"user": "admin", "password": gateway.auth[1], "csrf_token": token,
                                       "next": target})
     assert resp.status_code == 302 and resp.headers["Location"] == lands, resp.headers["Location"]
+
+
+def test_keepalive_windows_are_shown_in_words():
+    from ui.views import _keepalive
+
+    assert _keepalive({"policy": "fixed", "learned": False, "keepalive_seconds": 600}) == \
+        "fixed: kept 10.0 min after a call"
+    assert "learning" in _keepalive({"policy": "adaptive", "learned": False, "keepalive_seconds": 600})
+    assert _keepalive({"policy": "adaptive", "learned": True, "idle_times_seen": 40, "prewarm_seconds": 810,
+                       "keepalive_seconds": 264}) == \
+        "adaptive, from 40 idle times: unloaded, back after 13.5 min, then kept 4.4 min"
+    assert _keepalive(None) == ""

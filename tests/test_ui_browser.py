@@ -197,6 +197,7 @@ def test_speak_a_text_and_hear_it_as_it_streams(tab):
     assert "first audio after" in page.inner_text("#speech-stats")
     page = tab.go("/functions/speech")  # the gateway's metering, on the function's page
     assert "GB-s" in page.inner_text("#cost-memory") and "per invocation" in page.inner_text("#cost-total")
+    assert page.inner_text("#keepalive") == "fixed: kept 10.0 min after a call"  # stack.yml's zero-duration
     tab.shot("11-speech")
     tab.clean()
 

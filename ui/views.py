@@ -67,9 +67,23 @@ def _cost(metering) -> dict[str, str]:
                 "cpu": f"{usage['cpu_seconds']:.1f} s",
                 "total": f"${cost['total']:.6f}",
                 "per_invocation": "—" if per_call is None else f"${per_call:.8f}",
-                "prices": str(cost["prices"].get("source", ""))}
+                "prices": str(cost["prices"].get("source", "")),
+                "keepalive": _keepalive(metering.get("keepalive"))}
     except (KeyError, TypeError, ValueError):
         return {}
+
+
+def _keepalive(k) -> str:
+    """How long an idle replica stays, from the gateway's keep-alive windows (docs/metering.md)."""
+    if not isinstance(k, dict):
+        return ""
+    minutes = lambda s: f"{s / 60:.1f} min"  # noqa: E731
+    if not k.get("learned"):
+        waiting = " (learning: fixed until enough idle times)" if k.get("policy") == "adaptive" else ""
+        return f"{k.get('policy')}: kept {minutes(k.get('keepalive_seconds', 0))} after a call{waiting}"
+    prewarm = (f"unloaded, back after {minutes(k['prewarm_seconds'])}, then " if k.get("prewarm_seconds") else "")
+    return (f"adaptive, from {k.get('idle_times_seen')} idle times: {prewarm}kept "
+            f"{minutes(k.get('keepalive_seconds', 0))}")
 
 
 def _engine(lang: str | None, engine: str | None, image: str) -> str:
