@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -31,6 +30,7 @@ import requests
 from .. import buildctx, stack
 from ..gateway import deploy
 from ..gateway.cgroups import Cgroups
+from ..gateway.metering import group_processes
 from ..gateway.processes import ProcessLauncher
 from ..runtime import ort
 from .gateway import REPO, LocalGateway
@@ -90,13 +90,9 @@ def timed(runs: int, log_dir: Path, functions=FUNCTIONS) -> dict[str, dict[str, 
 def pss_bytes(pid: int) -> int:
     """PSS of every process in `pid`'s process group (a replica: gunicorn's master and its workers)."""
     total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for member in group_processes(pid):
         try:
-            if os.getpgid(int(entry.name)) != pid:
-                continue
-            for line in (entry / "smaps_rollup").read_text().splitlines():
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1]) * 1024
         except (OSError, ValueError):

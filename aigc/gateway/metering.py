@@ -79,17 +79,22 @@ class Usage:
         return cls(**{k: v for k, v in raw.items() if k in known and isinstance(v, (int, float))})
 
 
-def group_processes(pgid: int) -> list[int]:
-    """Pids whose process group is `pgid`: a replica's gunicorn master and workers."""
-    found = []
+def process_groups() -> dict[int, list[int]]:
+    """Every process by its process group, from one scan of /proc (a replica is a group: its gunicorn
+    master and workers)."""
+    groups: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if os.getpgid(int(entry.name)) == pgid:
-                    found.append(int(entry.name))
+                groups.setdefault(os.getpgid(int(entry.name)), []).append(int(entry.name))
             except OSError:
                 continue
-    return found
+    return groups
+
+
+def group_processes(pgid: int) -> list[int]:
+    """Pids whose process group is `pgid`."""
+    return process_groups().get(pgid, [])
 
 
 def read_process(pid: int) -> tuple[int, float] | None:
@@ -147,6 +152,7 @@ class Meter:
         self._last = now
         seen: dict[int, float] = {}
         busy_seen: dict[int, float] = {}
+        members = process_groups() if replicas else {}
         current: dict[str, dict[str, float]] = {}
         for function, groups in replicas.items():
             u = self.of(function)
@@ -155,7 +161,7 @@ class Meter:
                 busy = min(elapsed, max(0.0, busy_total - self._busy.get(pgid, busy_total)))
                 busy_seen[pgid] = busy_total
                 rss = 0
-                for pid in group_processes(pgid):
+                for pid in members.get(pgid, []):
                     found = read_process(pid)
                     if found is None:
                         continue
