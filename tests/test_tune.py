@@ -1,4 +1,4 @@
-"""aigc tune: the stack.yml line editor, the search, the max_inflight rule, and a real tuning run."""
+"""aigc tune: the stack.yml editor, the search, the max_inflight rule, and a real tuning run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from aigc import cli, knative, stack
-from aigc.bench import tune
+from aigc.bench import stackedit, tune
 from aigc.bench.stackedit import set_label
 
 from conftest import REPO
@@ -37,7 +37,7 @@ functions:
     handler: ./b
     image: localhost/b:1
     environment:
-        deep: "indent"
+      deep: "indent"
 """
 
 
@@ -61,6 +61,14 @@ def test_a_missing_label_is_added_after_the_others():
     assert lines.index('      com.openfaas.scale.max: "3"') == lines.index("      com.openfaas.scale.zero: true") + 1
 
 
+def test_comments_survive_an_edit():
+    new = set_label(set_label(STACK, "a", TARGET, "9"), "b", TARGET, "2")
+    for comment in ["# comment stays", "# the first function", "# keep this comment", "# and this one"]:
+        assert new.count(comment) == 1, comment
+    assert yaml.safe_load(new)["functions"]["a"]["labels"] == {
+        "com.openfaas.scale.min": "1", TARGET: "9", "com.openfaas.scale.zero": True}
+
+
 def test_a_missing_labels_block_is_added_at_the_functions_indent():
     new = set_label(STACK, "b", TARGET, "2")
     assert changed_lines(STACK, new) == ["+    labels:", f'+      {TARGET}: "2"']
@@ -68,29 +76,71 @@ def test_a_missing_labels_block_is_added_at_the_functions_indent():
     assert doc["functions"]["b"]["labels"] == {TARGET: "2"} and doc["functions"]["b"]["environment"] == {"deep": "indent"}
 
 
-def test_the_repo_stack_edits_to_one_line():
+def test_a_new_labels_block_goes_above_the_blank_line_and_comment_closing_the_function():
+    text = STACK.replace("      com.openfaas.scale.zero: true\n", "      com.openfaas.scale.zero: true  # eol\n  # b next\n")
+    text = text[:text.index("    labels:\n")] + text[text.index("  # b next"):]  # a without labels
+    new = set_label(text, "a", TARGET, "5")
+    assert changed_lines(text, new) == ["+    labels:", f'+      {TARGET}: "5"']
+    lines = new.splitlines()
+    assert lines[lines.index("    image: localhost/a:1") + 1:][:4] == ["    labels:", f'      {TARGET}: "5"', "  # b next", ""]
+
+
+def test_the_repo_stack_changes_by_exactly_one_line(tmp_path):
     text = (REPO / "stack.yml").read_text()
+    lines = text.splitlines()
+    path = tmp_path / "stack.yml"
     for name in yaml.safe_load(text)["functions"]:
-        new = set_label(text, name, TARGET, "3")
-        assert len(changed_lines(text, new)) == 2, name
-        assert yaml.safe_load(new)["functions"][name]["labels"][TARGET] == "3"
+        path.write_text(text)
+        assert stackedit.write_label(path, name, TARGET, "13")
+        at = next(i for i in range(lines.index(f"  {name}:"), len(lines)) if lines[i].startswith(f"      {TARGET}: "))
+        assert path.read_text().splitlines() == lines[:at] + [f'      {TARGET}: "13"'] + lines[at + 1:], name
+        path.write_text(text)
+        assert stackedit.write_label(path, name, "com.example.tuned", "true")
+        after = path.read_text().splitlines()
+        added = after.index('      com.example.tuned: "true"')
+        assert after[:added] + after[added + 1:] == lines, name
+        assert after[added - 1].startswith("      com.openfaas.scale.zero-duration: "), name  # the last label before
+        assert yaml.safe_load(path.read_text())["functions"][name]["labels"]["com.example.tuned"] == "true"
 
 
-@pytest.mark.parametrize("text, error", [
-    (STACK.replace('      com.openfaas.scale.min: "1"     # keep this comment\n', "")
-          .replace("    labels:\n", "    labels: {x: y}\n").replace('      "com.openfaas.scale.target": \'4\'  # and this one\n', "")
-          .replace("      com.openfaas.scale.zero: true\n", ""), ValueError),
-    (STACK.replace("'4'  # and this one", "|\n        4"), ValueError),
-    (STACK.replace("    lang: aigc-onnx\n    handler: ./a", "\tlang: aigc-onnx\n    handler: ./a"), ValueError),
+@pytest.mark.parametrize("text", [
+    "", "- a\n", "version: 1.0\n", "functions: 3\n", "functions:\n  a: 1\n", "functions:\n  a:\n    labels: [x]\n",
+    STACK.replace("    lang: aigc-onnx\n    handler: ./a", "\tlang: aigc-onnx\n    handler: ./a"),  # tabs: not YAML
+    "functions:\n  a: {labels: [\n",
 ])
-def test_what_cannot_be_edited_by_lines_is_refused(text, error):
-    with pytest.raises(error):
+def test_a_file_that_is_not_a_stack_is_a_value_error(text):
+    with pytest.raises(ValueError):
         set_label(text, "a", TARGET, "5")
 
 
-def test_unknown_function_is_a_key_error():
-    with pytest.raises(KeyError):
+def test_unknown_function_is_a_value_error():
+    with pytest.raises(ValueError, match="'nope'"):
         set_label(STACK, "nope", TARGET, "1")
+
+
+def test_flow_style_labels_are_edited_in_place():
+    text = STACK.replace("    environment:\n", "    labels: {x: y}\n    environment:\n")
+    new = set_label(text, "b", TARGET, "3")
+    assert changed_lines(text, new) == ["-    labels: {x: y}", f'+    labels: {{x: y, {TARGET}: "3"}}']
+
+
+def test_the_file_is_replaced_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "stack.yml"
+    path.write_text(STACK)
+    path.chmod(0o640)
+    assert stackedit.write_label(path, "a", TARGET, "6")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.yml"]  # no temp file left beside it
+    assert path.stat().st_mode & 0o777 == 0o640 and yaml.safe_load(path.read_text())["functions"]["a"]["labels"][TARGET] == "6"
+    inode = path.stat().st_ino
+    assert not stackedit.write_label(path, "a", TARGET, "6") and path.stat().st_ino == inode  # same value: untouched
+
+    def crash(src, dst):
+        raise OSError("disk gone")
+    monkeypatch.setattr(stackedit.os, "replace", crash)
+    before = path.read_text()
+    with pytest.raises(OSError):
+        stackedit.write_label(path, "a", TARGET, "8")
+    assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["stack.yml"]
 
 
 @pytest.mark.parametrize("capacity", [0, 1, 2, 3, 4, 5, 7, 8, 9, 13, 31, 32, 40])
@@ -177,7 +227,7 @@ def test_tune_measures_one_instance_and_writes_the_target(tmp_path):
     assert all(t["replicas_max"] == 1 for t in result["trials"])
     assert changed_lines(ECHO_STACK, path.read_text()) == [
         '-      com.openfaas.scale.target: "50"   # OpenFaaS\'s default; tuned below',
-        '+      com.openfaas.scale.target: "4"   # OpenFaaS\'s default; tuned below']
+        '+      com.openfaas.scale.target: "4"    # OpenFaaS\'s default; tuned below']  # the comment keeps its column
     manifest = yaml.safe_load((tmp_path / "knative" / "echo.yaml").read_text())
     assert manifest["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/target"] == "4"
 

@@ -5,7 +5,7 @@ scale to zero) and loaded by closed-loop locust users, so the user count is the
 in-flight concurrency one instance serves. Levels 1, 2, 4, … are measured until
 p95 exceeds the SLO (or a request fails), then the gap between the last level
 that met it and the first that did not is bisected. The highest level that met
-the SLO becomes `com.openfaas.scale.target` in stack.yml (a line edit), and the
+the SLO becomes `com.openfaas.scale.target` in stack.yml (a round-trip edit), and the
 Knative manifests are regenerated from it (`autoscaling.knative.dev/target`).
 
 The max_inflight rule: the target never exceeds the function's `max_inflight`
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .. import knative, stack
 from . import locustrun, report
-from .stackedit import set_label
+from .stackedit import write_label
 from .suites import command, gateway, overridden, pairs
 
 TARGET = "com.openfaas.scale.target"
@@ -97,12 +97,7 @@ def _measure(client, fn: str, level: int, args, out: Path) -> dict:
 
 def write(stack_path: Path, knative_dir: Path, fn: str, target: int) -> list[Path]:
     """Set the target label in stack.yml, then regenerate knative/ from it; the files changed."""
-    text = stack_path.read_text()
-    new = set_label(text, fn, TARGET, str(target))
-    changed = []
-    if new != text:
-        stack_path.write_text(new)
-        changed.append(stack_path)
+    changed = [stack_path] if write_label(stack_path, fn, TARGET, str(target)) else []
     for path, manifest in knative.generate(stack.load(stack_path), knative_dir).items():
         if not path.is_file() or path.read_text() != manifest:
             path.parent.mkdir(parents=True, exist_ok=True)
