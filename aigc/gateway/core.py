@@ -29,7 +29,7 @@ import aiohttp
 from .. import buildctx
 from ..runtime.config import parse_duration, parse_size, read_env
 from ..stack import Stack
-from . import cron
+from . import capacity, cron
 from .asyncq import Call, Queue
 from .cgroups import Cgroups
 from .deploy import DeployError, Deployment, check_process_env
@@ -73,6 +73,8 @@ class Options:
     zygotes: bool = True             # process replicas forked from a loaded zygote (AIGC_ZYGOTE=on|off)
     meter_interval: float = 1.0      # how often replicas' memory and CPU are sampled (AIGC_METER_INTERVAL)
     prices: dict | None = None       # the metering price table (AIGC_PRICES; None: AWS Lambda's list prices)
+    cpu_aware: bool = True           # hold CPU-bound functions' replicas while the cores are full (AIGC_CPU_AWARE)
+    cpu_budget: float | None = None  # cores the replicas may use (AIGC_CPU_BUDGET; None: the CPUs we may run on)
 
 
 def gateway_limits(env) -> dict:
@@ -132,7 +134,9 @@ def gateway_limits(env) -> dict:
             "queue_retention": read_env(env, "AIGC_QUEUE_RETENTION", retention, Options.queue_retention),
             "zygotes": read_env(env, "AIGC_ZYGOTE", switch, Options.zygotes),
             "meter_interval": read_env(env, "AIGC_METER_INTERVAL", interval, Options.meter_interval),
-            "prices": read_env(env, "AIGC_PRICES", prices, None)}
+            "prices": read_env(env, "AIGC_PRICES", prices, None),
+            "cpu_aware": read_env(env, "AIGC_CPU_AWARE", switch, Options.cpu_aware),
+            "cpu_budget": read_env(env, "AIGC_CPU_BUDGET", capacity.parse_cores, None)}
 
 
 def ensure_password(path: Path) -> tuple[str, bool]:
@@ -187,6 +191,8 @@ class Gateway:
         else:
             raise ValueError(f"runtime must be 'process' or 'podman', got {options.runtime!r}")
         self.meter = Meter(self.state_dir / "metering.json", options.prices or load_prices(None))
+        self.cpu_clock = capacity.CpuClock()
+        self.cpu_budget = options.cpu_budget or float(len(self.cpu_clock.cpus))
         self.metrics.watch_meter(self.meter)
         self.pools: dict[str, FunctionPool] = {}
         self.credentials: dict[str, dict[str, str]] = {}  # queued calls' Authorization/Cookie: never on disk
@@ -347,6 +353,7 @@ class Gateway:
                     log.exception("reconciling %s failed", name)
                 self.metrics.replicas.labels(name).set(len(pool.active))
                 self.metrics.available.labels(name).set(len(pool.ready))
+                self.metrics.held.labels(name).set(pool.held)
             self.metrics.async_queued.set(self.queue.pending())
             if time.monotonic() - purged_at > 60:
                 purged_at = time.monotonic()
@@ -393,9 +400,20 @@ class Gateway:
                       for name, pool in self.pools.items()}
             try:
                 await asyncio.to_thread(self.meter.sample, groups)
+                busy = await asyncio.to_thread(self.cpu_clock.busy_cores)
             except Exception:  # a bad sample must not stop metering
                 log.exception("metering sample failed")
+            else:
+                self._hold(busy)
             await asyncio.sleep(self.options.meter_interval)
+
+    def _hold(self, busy_cores: float | None) -> None:
+        """Tell each pool whether the cores are too full for it to add replicas (capacity.py)."""
+        held = capacity.holds(busy_cores, self.cpu_budget, self.meter.window) if self.options.cpu_aware else {}
+        if busy_cores is not None:
+            self.metrics.cpu_busy.set(busy_cores)
+        for name, pool in self.pools.items():
+            pool.cpu_hold = held.get(name)
 
     def observe(self, name: str, code: int, seconds: float) -> None:
         """A call that ended (sync or async): its metrics and its metering."""

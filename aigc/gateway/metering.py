@@ -116,6 +116,7 @@ class Meter:
         self._cpu: dict[int, float] = {}  # pid -> CPU seconds at the previous sample
         self._busy: dict[int, float] = {}  # replica (process group) -> its busy seconds at the previous sample
         self._current: dict[str, dict[str, float]] = {}  # function -> the spec's FunctionUsage at the last sample
+        self.window: dict[str, tuple[float, float]] = {}  # function -> (CPU s, busy replica s) in the last sample
         self._last: float | None = None
         self._saved = time.monotonic()
         if path.is_file():
@@ -154,9 +155,10 @@ class Meter:
         busy_seen: dict[int, float] = {}
         members = process_groups() if replicas else {}
         current: dict[str, dict[str, float]] = {}
+        window: dict[str, tuple[float, float]] = {}
         for function, groups in replicas.items():
             u = self.of(function)
-            now_rss, cpu_before = 0, u.cpu_seconds
+            now_rss, cpu_before, busy_before = 0, u.cpu_seconds, u.busy_replica_seconds
             for pgid, busy_total in groups:
                 busy = min(elapsed, max(0.0, busy_total - self._busy.get(pgid, busy_total)))
                 busy_seen[pgid] = busy_total
@@ -176,7 +178,8 @@ class Meter:
                 now_rss += rss
             millicores = 1000 * (u.cpu_seconds - cpu_before) / elapsed if elapsed else 0.0
             current[function] = {"cpu": round(millicores, 3), "totalMemoryBytes": float(now_rss)}
-        self._cpu, self._busy, self._current = seen, busy_seen, current
+            window[function] = (u.cpu_seconds - cpu_before, u.busy_replica_seconds - busy_before)
+        self._cpu, self._busy, self._current, self.window = seen, busy_seen, current, window
         if time.monotonic() - self._saved > SAVE_EVERY:
             self.save()
 

@@ -28,6 +28,10 @@ class GatewayMetrics:
         self.replica_exits = Counter("gateway_replica_exits", "Replicas that ended without being asked to, "
                                      "by reason (oom_killed: over their memory limit; error: any other exit)",
                                      ["function_name", "reason"], registry=r)
+        self.held = Gauge("gateway_function_replicas_held", "Replicas the load asks for that are not started "
+                          "because the cores are full and the function is CPU-bound", ["function_name"], registry=r)
+        self.cpu_busy = Gauge("gateway_cpu_busy_cores", "Cores busy on the CPUs the gateway's replicas run on, "
+                              "over the last metering sample", registry=r)
         self.async_queued = Gauge("gateway_async_queued", "Async calls accepted and not yet delivered",
                                   registry=r)
 
@@ -45,7 +49,7 @@ class GatewayMetrics:
         self.replica_exits.labels(function, "oom_killed" if oom else "error").inc()
 
     def forget(self, function: str) -> None:
-        for metric in (self.replicas, self.available):
+        for metric in (self.replicas, self.available, self.held):
             try:
                 metric.remove(function)
             except KeyError:

@@ -80,6 +80,7 @@ class Load:
     peak_demand: int | None = None  # highest demand over the down window (None: use demand)
     immediate: bool = False   # a manual scale just arrived: apply it without waiting for the window
     windows: Windows | None = None  # adaptive keep-alive's current windows (None: the fixed zero-duration)
+    cpu_full: bool = False  # the cores are full and the function is CPU-bound (capacity.py): add no replica
 
 
 def decide(policy: Policy, load: Load) -> int:
@@ -87,7 +88,8 @@ def decide(policy: Policy, load: Load) -> int:
     demand needs), to zero only when idle.
 
     A manual scale (`floor`) applies at once and holds until the next manual
-    scale, keeping the function from idling to zero meanwhile.
+    scale, keeping the function from idling to zero meanwhile. While the cores
+    are full (`cpu_full`) no replica is added beyond the floor (capacity.py).
     """
     floor = policy.min if load.floor is None else min(load.floor, policy.max)
     lazy = policy.zero and load.floor is None
@@ -101,6 +103,9 @@ def decide(policy: Policy, load: Load) -> int:
             floor = max(floor, 1)  # loaded again for the call the histogram expects
     needed = math.ceil(load.demand / policy.target)
     wanted = min(policy.max, max(needed, floor, 1 if load.demand else 0))
+    if load.cpu_full and load.replicas:
+        # more replicas would share the same busy cores: requests wait at the gateway instead
+        wanted = min(wanted, max(load.replicas, floor))
     if wanted >= load.replicas:
         return wanted
     if load.immediate:

@@ -19,11 +19,13 @@ import collections
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import aiohttp
 
+from .capacity import Hold
 from .deploy import Deployment
 from .keepalive import IdleHistogram
 from .logs import LogBook, drain
@@ -109,6 +111,8 @@ class FunctionPool:
         self.wake = asyncio.Event()  # shared with the autoscaler: set when a request finds no replica
         self.on_replica_ready = lambda seconds: None
         self.on_replica_exit = lambda oom: None  # oom: ended by its memory limit
+        self.cpu_hold: Hold | None = None  # set by the gateway while the cores are full (capacity.py)
+        self.held = 0  # replicas the policy wanted but the cores could not run, at the last reconcile
 
     @property
     def invocations(self) -> int:
@@ -202,16 +206,32 @@ class FunctionPool:
             self.low_since = None
         elif self.low_since is None:
             self.low_since = now
-        wanted = decide(self.deployment.policy, Load(
-            replicas=current, demand=demand, idle_seconds=0 if demand else now - self.last_activity,
-            low_seconds=now - self.low_since if self.low_since else 0, floor=self.manual,
-            peak_demand=max(d for _, d in history), immediate=self.manual_pending, windows=self.windows()))
+        load = Load(replicas=current, demand=demand, idle_seconds=0 if demand else now - self.last_activity,
+                    low_seconds=now - self.low_since if self.low_since else 0, floor=self.manual,
+                    peak_demand=max(d for _, d in history), immediate=self.manual_pending, windows=self.windows(),
+                    cpu_full=self.cpu_hold is not None)
+        wanted = decide(self.deployment.policy, load)
+        self._note_hold(decide(self.deployment.policy, replace(load, cpu_full=False)) - wanted)
         self.manual_pending = False
         for _ in range(min(wanted - current, room)):
             self._start_replica()
         if wanted < current:
             self._stop_idle(current - wanted)
         await self._notify()
+
+    def _note_hold(self, held: int) -> None:
+        """Say in the function's logs when holding starts (with why) and when it ends."""
+        if held > 0 and self.held == 0:
+            text = (f"holding at {len(self.active)} replicas (the load asks for {len(self.active) + held}): "
+                    f"{self.cpu_hold.reason()}")
+        elif held == 0 and self.held > 0:
+            text = "no longer holding: replicas may be added again"
+        else:
+            text = ""
+        if text:
+            log.info("%s: %s", self.deployment.name, text)
+            self.logs.add(self.deployment.name, f"{self.deployment.name}-gateway", f"[gateway] {text}")
+        self.held = max(0, held)
 
     def windows(self):
         """Adaptive keep-alive's windows now, or None under the fixed zero-duration."""

@@ -218,7 +218,9 @@ def _metering(gw: Gateway, name: str) -> dict:
         "policy": policy.keepalive, "idle_times_seen": pool.idle_times.samples,
         "learned": bool(windows and windows.learned),
         "prewarm_seconds": windows.prewarm if windows else 0.0,
-        "keepalive_seconds": windows.keepalive if windows else policy.zero_duration})
+        "keepalive_seconds": windows.keepalive if windows else policy.zero_duration},
+        capacity={"cpu_aware": gw.options.cpu_aware, "budget_cores": gw.cpu_budget, "held": pool.held,
+                  "reason": pool.cpu_hold.reason() if pool.cpu_hold else None})
 
 
 def create_app(gateway: Gateway, max_body: int = 64 << 20) -> web.Application:

@@ -1,7 +1,8 @@
 """A small real handler for runtime tests: a model that doubles FP32 tensors.
 
 `LOAD_SECONDS` delays loading (to observe readiness); `FAIL_LOAD` makes loading
-fail; `?sleep=S` makes a request take S seconds (to observe limits);
+fail; `?sleep=S` makes a request take S seconds (to observe limits), `?spin=S`
+the same on a core (to fill the CPU);
 `IMPORT_ORT` imports onnxruntime at module level, i.e. in gunicorn's
 preloading master, the case that can hang worker exit; `/allocate?mb=N` holds
 N MiB in the worker (to cross a memory limit); `NO_FORK` keeps replicas from
@@ -43,6 +44,10 @@ HELD = []
 def handle(event, context):
     if "sleep" in event.query:
         time.sleep(float(event.query["sleep"]))
+    if "spin" in event.query:
+        until = time.thread_time() + float(event.query["spin"])
+        while time.thread_time() < until:
+            pass
     if event.path == "/json":
         return {"statusCode": 201, "body": {"got": event.json()}, "headers": {"X-Echo": "1"}}
     if event.path == "/fail":
