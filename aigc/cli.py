@@ -89,6 +89,23 @@ def _models_pull(args) -> int:
     return 0
 
 
+def _split(args) -> int:
+    from . import split
+    from .runtime.config import parse_size
+
+    max_memory = parse_size(args.max_memory) if args.max_memory else None
+    plan = split.plan(args.model, stages=args.stages, by=args.by, max_memory=max_memory,
+                      dims=split.parse_dims(args.dim), max_carried=args.max_carried)
+    for line in plan.lines():
+        print(line)
+    if args.dry_run:
+        print("dry run: no entries written")
+        return 0
+    for stored in split.write(plan):
+        print(f"wrote {stored.name} -> {stored.path}")
+    return 0
+
+
 def _run(args) -> int:
     from . import runner, stack
 
@@ -251,6 +268,23 @@ def parser() -> argparse.ArgumentParser:
                                          "stack.yml) into <handler>/model-store/, for faas-cli build")
     st.add_argument("-f", "--file", default="stack.yml")
     st.set_defaults(func=_models_stage)
+
+    sp = sub.add_parser("split", help="split an ONNX store entry into chained stage entries <model>--stage-K-of-N "
+                                      "(see aigc/split.py)")
+    sp.add_argument("model")
+    count = sp.add_mutually_exclusive_group(required=True)
+    count.add_argument("--stages", type=int, help="how many stages")
+    count.add_argument("--max-memory", metavar="SIZE", help="the fewest stages whose memory estimate each fits, "
+                                                           "e.g. 256Mi (balanced by --by within the limit)")
+    sp.add_argument("--by", choices=("params", "flops", "memory"), default="params",
+                    help="the stage cost to balance (default: params, bytes of weights)")
+    sp.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
+                    help="reference size of a dynamic dimension for shapes, flops and memory (defaults: batch=1, "
+                         "sequence=128, height=224, width=224)")
+    sp.add_argument("--max-carried", type=int, default=2, metavar="N",
+                    help="cut only where at most N activations cross (shape-sized tensors do not count; default 2)")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan; write no entries")
+    sp.set_defaults(func=_split)
 
     r = sub.add_parser("run", help="serve functions from stack.yml as local processes")
     r.add_argument("functions", nargs="*", help="function names or handler folders (default: all)")
