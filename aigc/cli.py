@@ -340,6 +340,9 @@ def parser() -> argparse.ArgumentParser:
     po.add_argument("--seed", type=int, default=1)
     po.add_argument("--mix", help='synthetic: shares per kind as JSON, e.g. \'{"periodic": 0.5, "rare": 0.5}\'')
     po.add_argument("--out", default="artifacts/bench/policy", help="report folder")
+    po.add_argument("--live", action="store_true", help="replay the trace on a local gateway instead (keep it "
+                    "small, e.g. --functions 12 --hours 4), fixed 10 min vs adaptive, beside the simulation")
+    po.add_argument("--speedup", type=float, default=20.0, help="--live: trace seconds per real second")
     po.set_defaults(func=_policy)
 
     tu = sub.add_parser("tune", help="measure per-instance capacity under a p95 SLO and write it as the "

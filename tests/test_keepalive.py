@@ -89,3 +89,35 @@ def test_aigc_bench_policy_writes_the_table_and_the_pareto_plot(tmp_path, capsys
     assert "fixed 10 min" in (tmp_path / "policy.md").read_text()
     assert cli.main(["bench", "policy", "--mix", json.dumps({"cron": 1}), "--out", str(tmp_path)]) == 2
     assert cli.main(["bench", "policy", "--trace", str(tmp_path / "none.csv"), "--out", str(tmp_path)]) == 2
+
+
+def test_a_finer_bin_learns_the_same_windows_in_compressed_time():
+    minute = histogram_of(900 + d for d in (-3, -1, 0, 2, 4) * 8).windows(600)
+    second = IdleHistogram(bin_seconds=1.0)
+    for d in (-3, -1, 0, 2, 4) * 8:
+        second.add((900 + d) / 60)
+    compressed = second.windows(10)
+    assert compressed.learned and compressed.prewarm == pytest.approx(minute.prewarm / 60)
+    assert compressed.keepalive == pytest.approx(minute.keepalive / 60)
+
+
+def test_aigc_bench_policy_live_refuses_a_window_too_long_for_a_replay(tmp_path, capsys):
+    assert cli.main(["bench", "policy", "--live", "--functions", "400", "--out", str(tmp_path)]) == 2
+    assert "at most 50 functions" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_live_replay_meters_what_the_simulation_predicts(tmp_path):
+    from aigc.bench.policy_live import run_live
+
+    # a 12-minute period outlives the 10-minute timeout: every call is cold; calls 2 minutes apart stay warm
+    trace = [replay.Function("late", "periodic", [0.0, 720.0, 1440.0], 1.0, 1.0),
+             replay.Function("near", "steady", [0.0, 120.0, 240.0], 1.0, 1.0)]
+    text, errors = run_live(trace, speedup=120, log_dir=tmp_path)
+    assert not errors, errors
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()[2:]}
+    for policy in ("fixed 10 min", "adaptive"):
+        calls, gateway_cold, simulated_cold = rows[policy][1:4]
+        assert calls == "6" and gateway_cold.startswith("4 ") and simulated_cold.startswith("4 "), text
+        gateway_idle, simulated_idle = float(rows[policy][4]), float(rows[policy][5].strip(" |"))
+        assert abs(gateway_idle - simulated_idle) <= 0.25 * simulated_idle, text

@@ -336,3 +336,15 @@ def test_keepalive_windows_are_shown_in_words():
                        "keepalive_seconds": 264}) == \
         "adaptive, from 40 idle times: unloaded, back after 13.5 min, then kept 4.4 min"
     assert _keepalive(None) == ""
+
+
+def test_keepalive_windows_become_a_strip_and_held_replicas_a_sentence():
+    from ui.views import _held, _windows
+
+    w = _windows({"prewarm_seconds": 810, "keepalive_seconds": 270})
+    assert w["prewarm"] == 0.75 and w["keep"] == 0.25 and w["prewarm_min"] == 13.5 and w["end_min"] == 18
+    assert _windows({"prewarm_seconds": 0, "keepalive_seconds": 600})["prewarm"] == 0
+    assert _windows(None) is None and _windows({"keepalive_seconds": 0}) is None
+    assert _held({"held": 3, "reason": "the 2 cores are 97% busy"}) == \
+        "3 more replica(s) wanted, not started: the 2 cores are 97% busy"
+    assert _held({"held": 0, "reason": None}) == "" and _held(None) == ""

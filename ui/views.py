@@ -68,9 +68,30 @@ def _cost(metering) -> dict[str, str]:
                 "total": f"${cost['total']:.6f}",
                 "per_invocation": "—" if per_call is None else f"${per_call:.8f}",
                 "prices": str(cost["prices"].get("source", "")),
-                "keepalive": _keepalive(metering.get("keepalive"))}
+                "keepalive": _keepalive(metering.get("keepalive")),
+                "windows": _windows(metering.get("keepalive")),
+                "held": _held(metering.get("capacity"))}
     except (KeyError, TypeError, ValueError):
         return {}
+
+
+def _windows(k) -> dict[str, float] | None:
+    """The keep-alive windows as shares of a timeline from a call's end to the last replica's unload
+    (for the function page's strip); None when there is nothing to draw."""
+    if not isinstance(k, dict):
+        return None
+    prewarm, keep = float(k.get("prewarm_seconds") or 0), float(k.get("keepalive_seconds") or 0)
+    if keep <= 0:
+        return None
+    end = prewarm + keep
+    return {"prewarm": prewarm / end, "keep": keep / end, "prewarm_min": prewarm / 60, "end_min": end / 60}
+
+
+def _held(c) -> str:
+    """Replicas the gateway holds back while the cores are full (docs/metering.md), in words."""
+    if not isinstance(c, dict) or not c.get("held"):
+        return ""
+    return f"{c['held']} more replica(s) wanted, not started: {c.get('reason') or 'the cores are full'}"
 
 
 def _keepalive(k) -> str:

@@ -224,8 +224,10 @@ def run(args) -> int:
     except (TraceError, ValueError) as exc:
         print(f"aigc bench policy: {exc}")
         return 2
-    results = replay(functions)
     source = args.trace or f"synthetic: {args.functions} functions, {args.hours:g} h, seed {args.seed}"
+    if args.live:
+        return _run_live(functions, args, source)
+    results = replay(functions)
     print(f"keep-alive policies on {source} ({sum(len(f.starts) for f in functions)} calls)\n")
     print(table(results))
     out = Path(args.out)
@@ -233,3 +235,26 @@ def run(args) -> int:
     (out / "policy.md").write_text(f"{source}\n\n{table(results)}\n")
     print(f"\nreport: {out}/policy.md, {out}/policy-pareto.png")
     return 0
+
+
+LIVE_MAX_FUNCTIONS = 50
+LIVE_MAX_SECONDS = 3600.0
+
+
+def _run_live(functions: list[Function], args, source: str) -> int:
+    from .policy_live import run_live
+
+    span = max((s for f in functions for s in f.starts), default=0.0) / args.speedup
+    if len(functions) > LIVE_MAX_FUNCTIONS or span > LIVE_MAX_SECONDS or not 1 <= args.speedup <= 3600:
+        print(f"aigc bench policy --live: at most {LIVE_MAX_FUNCTIONS} functions and an hour of real time "
+              f"(the trace spans {span:.0f} s at --speedup {args.speedup:g}; speedup 1 to 3600)")
+        return 2
+    calls = sum(len(f.starts) for f in functions)
+    print(f"replaying {source} ({calls} calls) on a local gateway, {args.speedup:g}x faster: {span:.0f} s")
+    text, errors = run_live(functions, args.speedup, Path(args.out))
+    header = f"{source}, replayed on the gateway at {args.speedup:g}x ({calls} calls per policy)"
+    print(f"\n{header}\n\n{text}")
+    (Path(args.out) / "policy-live.md").write_text(f"{header}\n\n{text}\n")
+    for e in errors[:10]:
+        print("call failed:", e)
+    return 1 if errors else 0

@@ -29,10 +29,11 @@ import aiohttp
 from .. import buildctx
 from ..runtime.config import parse_duration, parse_size, read_env
 from ..stack import Stack
-from . import capacity, cron
+from . import capacity, cron, keepalive
 from .asyncq import Call, Queue
 from .cgroups import Cgroups
 from .deploy import DeployError, Deployment, check_process_env
+from .keepalive import IdleHistogram
 from .logs import LogBook, drain
 from .metering import Meter, PriceError, load_prices
 from .metrics import GatewayMetrics
@@ -75,6 +76,7 @@ class Options:
     prices: dict | None = None       # the metering price table (AIGC_PRICES; None: AWS Lambda's list prices)
     cpu_aware: bool = True           # hold CPU-bound functions' replicas while the cores are full (AIGC_CPU_AWARE)
     cpu_budget: float | None = None  # cores the replicas may use (AIGC_CPU_BUDGET; None: the CPUs we may run on)
+    keepalive_bin: float = keepalive.BIN  # the adaptive keep-alive histogram's bin (AIGC_KEEPALIVE_BIN)
 
 
 def gateway_limits(env) -> dict:
@@ -120,6 +122,12 @@ def gateway_limits(env) -> dict:
         except PriceError as exc:
             raise ValueError(str(exc).split(": ", 1)[1]) from None
 
+    def bin_width(text: str) -> float:
+        value = parse_duration(text)
+        if not 0.1 <= value <= 3600:
+            raise ValueError("use a duration from 100ms to 1h")
+        return value
+
     def retention(text: str) -> float:
         value = parse_duration(text)
         if not 60 <= value <= 365 * 86400:
@@ -136,7 +144,8 @@ def gateway_limits(env) -> dict:
             "meter_interval": read_env(env, "AIGC_METER_INTERVAL", interval, Options.meter_interval),
             "prices": read_env(env, "AIGC_PRICES", prices, None),
             "cpu_aware": read_env(env, "AIGC_CPU_AWARE", switch, Options.cpu_aware),
-            "cpu_budget": read_env(env, "AIGC_CPU_BUDGET", capacity.parse_cores, None)}
+            "cpu_budget": read_env(env, "AIGC_CPU_BUDGET", capacity.parse_cores, None),
+            "keepalive_bin": read_env(env, "AIGC_KEEPALIVE_BIN", bin_width, Options.keepalive_bin)}
 
 
 def ensure_password(path: Path) -> tuple[str, bool]:
@@ -300,6 +309,9 @@ class Gateway:
         old = self.pools.get(deployment.name)
         if old is not None:
             pool.calls = old.calls  # the count goes on, including requests the old replicas still finish
+            pool.idle_times = old.idle_times  # and what keep-alive learned of its idle times
+        else:
+            pool.idle_times = IdleHistogram(self.options.keepalive_bin)
         await pool.reconcile(self.room())
         if old is not None and old.ready:
             await pool.wait_ready(self.options.ready_timeout)

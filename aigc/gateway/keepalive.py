@@ -2,7 +2,9 @@
 Shahrad et al., "Serverless in the Wild" (USENIX ATC '20).
 
 For each function we keep a histogram of idle times (from one call's end to the next call's start) in
-1-minute bins over 4 hours. From it come two windows, measured from the end of a call:
+1-minute bins over 4 hours (the bin is AIGC_KEEPALIVE_BIN: a function called every few seconds learns
+nothing from minutes, and a time-compressed replay of a trace scales the bin with it; the range,
+the 1-bin floor of the windows and the 30-bin cap scale with the bin). From it come two windows, measured from the end of a call:
 - pre-warm: the 5th percentile of idle times, less 10% (0 when that is under a minute): replicas may
   go away right after a call, and one is loaded again when the pre-warm window ends;
 - keep-alive: from there to the 99th percentile, plus 10%: how long a loaded replica waits for the next call.
@@ -21,12 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BIN = 60.0            # seconds per bin
+BIN = 60.0            # seconds per bin, by default
 BINS = 240            # 4 hours of range
 MIN_SAMPLES = 10      # idle times before the histogram is trusted
 HEAD, TAIL, MARGIN = 0.05, 0.99, 0.10
 MAX_OUT_OF_RANGE = 0.5  # share of idle times beyond the range above which the histogram is not used
-MAX_KEEPALIVE = 30 * 60.0  # a learned keep-alive longer than this means the idle times are too spread to predict
+MAX_KEEPALIVE_BINS = 30  # a learned keep-alive longer than this means the idle times are too spread to predict
 LABEL = "com.aigc.keepalive"
 POLICIES = ("fixed", "adaptive")
 
@@ -44,7 +46,8 @@ class Windows:
 
 
 class IdleHistogram:
-    def __init__(self):
+    def __init__(self, bin_seconds: float = BIN):
+        self.bin = bin_seconds
         self.bins = [0] * BINS
         self.samples = 0
         self.out_of_range = 0
@@ -52,7 +55,7 @@ class IdleHistogram:
     def add(self, idle: float) -> None:
         idle = max(0.0, idle)
         self.samples += 1
-        index = int(idle // BIN)
+        index = int(idle // self.bin)
         if index >= BINS:
             self.out_of_range += 1
         else:
@@ -75,11 +78,11 @@ class IdleHistogram:
             return Windows(0.0, fixed, False)
         head, _ = self._percentile(HEAD)
         tail, _ = self._percentile(TAIL)
-        prewarm = head * BIN * (1 - MARGIN)
-        if prewarm < BIN:
+        prewarm = head * self.bin * (1 - MARGIN)
+        if prewarm < self.bin:
             prewarm = 0.0
-        keepalive = max(BIN, (tail + 1) * BIN * (1 + MARGIN) - prewarm)
-        if keepalive > MAX_KEEPALIVE:  # memoryless or mixed gaps: no window pays; keep the fixed timeout
+        keepalive = max(self.bin, (tail + 1) * self.bin * (1 + MARGIN) - prewarm)
+        if keepalive > MAX_KEEPALIVE_BINS * self.bin:  # memoryless or mixed gaps: no window pays; keep the fixed timeout
             return Windows(0.0, fixed, False)
         return Windows(prewarm, keepalive, True)
 
