@@ -103,6 +103,11 @@ def _split(args) -> int:
         return 0
     for stored in split.write(plan):
         print(f"wrote {stored.name} -> {stored.path}")
+    if args.functions:
+        from .split import functions
+
+        for line in functions.write(plan, args):
+            print(line)
     return 0
 
 
@@ -270,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_models_stage)
 
     sp = sub.add_parser("split", help="split an ONNX store entry into chained stage entries <model>--stage-K-of-N "
-                                      "(see aigc/split.py)")
+                                      "(docs/split.md)")
     sp.add_argument("model")
     count = sp.add_mutually_exclusive_group(required=True)
     count.add_argument("--stages", type=int, help="how many stages")
@@ -284,6 +289,15 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-carried", type=int, default=2, metavar="N",
                     help="cut only where at most N activations cross (shape-sized tensors do not count; default 2)")
     sp.add_argument("--dry-run", action="store_true", help="print the plan; write no entries")
+    fs = sp.add_argument_group("stage functions (docs/split.md)")
+    fs.add_argument("--functions", action="store_true", help="also write a handler folder and a stack entry per "
+                    "stage, the pipeline function that chains them, and their Knative Services")
+    fs.add_argument("--functions-dir", default="functions", help="where the stage handler folders go")
+    fs.add_argument("--stack", default="stack.yml", help="the stack.yml that gets the functions")
+    fs.add_argument("--knative-dir", help="where their Knative Services go (default: knative/ beside the stack)")
+    fs.add_argument("--pipeline-of", metavar="FUNCTION", help="the function whose API the pipeline keeps "
+                    "(default: the one aigc-onnx function baking MODEL)")
+    fs.add_argument("--force", action="store_true", help="replace stage handlers and stack entries that differ")
     sp.set_defaults(func=_split)
 
     r = sub.add_parser("run", help="serve functions from stack.yml as local processes")

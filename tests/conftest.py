@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 
 import io
-import os
 import socket
 import subprocess
 import time
@@ -135,3 +134,13 @@ def moto_url(tmp_path_factory):
         proc.kill()
         proc.wait()
     log.close()
+
+
+@pytest.fixture
+def tmp_store(tmp_path, monkeypatch):
+    """An empty model store of the test's own (AIGC_MODEL_STORE), with no remote to pull from."""
+    root = tmp_path / "store"
+    root.mkdir()
+    monkeypatch.setenv("AIGC_MODEL_STORE", str(root))
+    monkeypatch.delenv("AIGC_MODEL_REMOTE", raising=False)  # an unknown entry must not be pulled
+    return root

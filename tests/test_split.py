@@ -21,15 +21,6 @@ REAL_STORE = store.store_root()  # read before any test points AIGC_MODEL_STORE 
 MAX_DIFF = 1e-5
 
 
-@pytest.fixture
-def tmp_store(tmp_path, monkeypatch):
-    root = tmp_path / "store"
-    root.mkdir()
-    monkeypatch.setenv("AIGC_MODEL_STORE", str(root))
-    monkeypatch.delenv("AIGC_MODEL_REMOTE", raising=False)  # an unknown entry must not be pulled
-    return root
-
-
 def link_real(root, name):
     if not (REAL_STORE / name / store.MANIFEST).is_file():
         pytest.skip(f"{name} is not in the model store at {REAL_STORE}; build it with `aigc models build {name}`")

