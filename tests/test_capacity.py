@@ -115,7 +115,7 @@ def test_a_cpu_bound_function_is_held_while_the_cores_are_full_and_says_why(tmp_
         gw.wait_for("spin", lambda s: s["availableReplicas"] == 1, 60, "ready")
         assert _load_and_watch(gw, 6) == 1
         events = gateway_events(gw, "spin")
-        assert any("holding at 1 replicas (the load asks for 4)" in e and "cores are" in e for e in events), events
+        assert any("holding at 1 replica (the load asks for 4)" in e and "cores are" in e for e in events), events
         report = requests.get(gw.url + "/system/metering/spin", auth=gw.auth, timeout=10).json()["capacity"]
         assert report["cpu_aware"] is True and report["budget_cores"] == 0.5
         metrics = requests.get(gw.url + "/metrics", auth=gw.auth, timeout=10).text

@@ -99,7 +99,8 @@ def test_the_repo_stack_changes_by_exactly_one_line(tmp_path):
         after = path.read_text().splitlines()
         added = after.index('      com.example.tuned: "true"')
         assert after[:added] + after[added + 1:] == lines, name
-        assert after[added - 1].startswith("      com.openfaas.scale.zero-duration: "), name  # the last label before
+        last = list(yaml.safe_load(text)["functions"][name]["labels"])[-1]
+        assert after[added - 1].startswith(f"      {last}: "), name  # right after the last label
         assert yaml.safe_load(path.read_text())["functions"][name]["labels"]["com.example.tuned"] == "true"
 
 

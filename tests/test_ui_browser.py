@@ -197,7 +197,11 @@ def test_speak_a_text_and_hear_it_as_it_streams(tab):
     assert "first audio after" in page.inner_text("#speech-stats")
     page = tab.go("/functions/speech")  # the gateway's metering, on the function's page
     assert "GB-s" in page.inner_text("#cost-memory") and "per invocation" in page.inner_text("#cost-total")
-    assert page.inner_text("#keepalive") == "fixed: kept 10.0 min after a call"  # stack.yml's zero-duration
+    # stack.yml's adaptive keep-alive, which keeps the zero-duration until it has learned the idle times
+    assert page.inner_text("#keepalive") == \
+        "adaptive: kept 10.0 min after a call (learning: fixed until enough idle times)"
+    strip = page.locator("#keepalive-strip")
+    assert strip.is_visible() and "one kept until 10.0 min" in strip.get_attribute("aria-label")
     tab.shot("11-speech")
     tab.clean()
 

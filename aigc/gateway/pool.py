@@ -222,7 +222,8 @@ class FunctionPool:
     def _note_hold(self, held: int) -> None:
         """Say in the function's logs when holding starts (with why) and when it ends."""
         if held > 0 and self.held == 0:
-            text = (f"holding at {len(self.active)} replicas (the load asks for {len(self.active) + held}): "
+            n = len(self.active)
+            text = (f"holding at {n} replica{'' if n == 1 else 's'} (the load asks for {n + held}): "
                     f"{self.cpu_hold.reason()}")
         elif held == 0 and self.held > 0:
             text = "no longer holding: replicas may be added again"
