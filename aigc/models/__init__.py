@@ -25,6 +25,7 @@ BUILDERS: dict[str, str] = {
     "minilm-l6-int8": "aigc.models.minilm:build",
     "smollm2-135m": "aigc.models.smollm2:build",
     "smollm2-135m-onnx": "aigc.models.smollm2_onnx:build",
+    "smollm2-135m-fullseq-onnx": "aigc.models.smollm2_fullseq:build",
     "fer-emotion": "aigc.models.fer:build",
     "hibari-heart": "aigc.models.hibari:build",
     "terrain-diffusion": "aigc.models.imagegen:build_terrain",
