@@ -290,8 +290,10 @@ def parser() -> argparse.ArgumentParser:
                     help="cut only where at most N activations cross (shape-sized tensors do not count; default 2)")
     sp.add_argument("--dry-run", action="store_true", help="print the plan; write no entries")
     fs = sp.add_argument_group("stage functions (docs/split.md)")
-    fs.add_argument("--functions", action="store_true", help="also write a handler folder and a stack entry per "
-                    "stage, the pipeline function that chains them, and their Knative Services")
+    fs.add_argument("--functions", action="store_true", default=True, help="also write a handler folder and a "
+                    "stack entry per stage, the pipeline function that chains them, and their Knative Services "
+                    "(the default)")
+    fs.add_argument("--entries-only", dest="functions", action="store_false", help="write the store entries only")
     fs.add_argument("--functions-dir", default="functions", help="where the stage handler folders go")
     fs.add_argument("--stack", default="stack.yml", help="the stack.yml that gets the functions")
     fs.add_argument("--knative-dir", help="where their Knative Services go (default: knative/ beside the stack)")

@@ -250,7 +250,7 @@ def test_cli(tmp_store, capsys):
     out = capsys.readouterr().out
     assert "stage 2/2 small--stage-2-of-2" in out and out.rstrip().endswith("dry run: no entries written")
     assert not (tmp_store / "small--stage-1-of-2").exists()
-    assert cli.main(["split", "small", "--max-memory", "5Ki", "--by", "flops"]) == 0
+    assert cli.main(["split", "small", "--max-memory", "5Ki", "--by", "flops", "--entries-only"]) == 0
     out = capsys.readouterr().out
     written = [line.split()[1] for line in out.splitlines() if line.startswith("wrote ")]
     assert len(written) >= 2 and all((tmp_store / name / store.MANIFEST).is_file() for name in written)

@@ -245,7 +245,8 @@ def test_chain_settings_are_checked():
 # --- the CLI: handler folders, stack.yml entries, Knative Services ----------------------------------------------
 
 def split_functions(tmp_path, *extra) -> int:
-    return cli.main(["split", "small", "--stages", "2", "--functions", "--functions-dir", str(tmp_path / "functions"),
+    # functions are the default: `aigc split MODEL --stages N` then `aigc up` serves the chain
+    return cli.main(["split", "small", "--stages", "2", "--functions-dir", str(tmp_path / "functions"),
                      "--stack", str(tmp_path / "stack.yml"), *extra])
 
 
