@@ -110,10 +110,11 @@ def test_aigc_bench_policy_live_refuses_a_window_too_long_for_a_replay(tmp_path,
 def test_the_live_replay_meters_what_the_simulation_predicts(tmp_path):
     from aigc.bench.policy_live import run_live
 
-    # a 12-minute period outlives the 10-minute timeout: every call is cold; calls 2 minutes apart stay warm
-    trace = [replay.Function("late", "periodic", [0.0, 720.0, 1440.0], 1.0, 1.0),
-             replay.Function("near", "steady", [0.0, 120.0, 240.0], 1.0, 1.0)]
-    text, errors = run_live(trace, speedup=120, log_dir=tmp_path)
+    # a 16-minute period outlives the 10-minute timeout: every call is cold; calls 4 minutes apart stay warm.
+    # At 60x the margins are seconds, more than a first replica takes to start on a busy machine.
+    trace = [replay.Function("late", "periodic", [0.0, 960.0, 1920.0], 1.0, 1.0),
+             replay.Function("near", "steady", [0.0, 240.0, 480.0], 1.0, 1.0)]
+    text, errors = run_live(trace, speedup=60, log_dir=tmp_path)
     assert not errors, errors
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()[2:]}
     for policy in ("fixed 10 min", "adaptive"):
