@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from aigc.bench.gateway import LocalGateway, free_port  # noqa: E402
+from aigc.bench.gateway import LocalGateway, copy_functions, free_port  # noqa: E402
 from aigc.gateway.cgroups import own_path  # noqa: E402
 from aigc.runtime import chain, store  # noqa: E402
 
@@ -102,16 +101,7 @@ def prepare(tmp: Path, configs: list[Config]) -> tuple[Path, Path]:
         if not (real / model / store.MANIFEST).is_file():
             raise SystemExit(f"{model} is not in the model store at {real}; `aigc models build {model}`")
         (root / model).symlink_to(real / model)  # read only: the stages are written beside the link
-    yaml = YAML()
-    doc = yaml.load(REPO / "stack.yml")
-    wanted = {FUNCTIONS[c.model] for c in configs}
-    for name in list(doc["functions"]):
-        if name not in wanted:
-            del doc["functions"][name]
-        else:
-            (work / "functions" / name).mkdir(parents=True)
-            shutil.copy(REPO / "functions" / name / "handler.py", work / "functions" / name / "handler.py")
-    yaml.dump(doc, work / "stack.yml")
+    copy_functions({FUNCTIONS[c.model] for c in configs}, work)
     env = dict(os.environ, AIGC_MODEL_STORE=str(root), AIGC_MODEL_REMOTE="")
     for c in configs:
         if c.n > 1:
@@ -121,6 +111,7 @@ def prepare(tmp: Path, configs: list[Config]) -> tuple[Path, Path]:
             done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"{c.label}: aigc split failed: {done.stdout[-800:]}{done.stderr[-800:]}")
+    yaml = YAML()
     doc = yaml.load(work / "stack.yml")
     for spec in doc["functions"].values():
         labels = spec.setdefault("labels", {})

@@ -8,16 +8,15 @@ image-classify and embed, copies of their handlers, and the gateway's state. One
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import time
 
 import numpy as np
 import pytest
 import requests
-from ruamel.yaml import YAML
 
-from aigc import cli, stack
+from aigc import cli, split, stack
+from aigc.bench.gateway import copy_functions
 from aigc.runtime import chain, oip_binary
 from conftest import REPO, free_port
 from gateway_helpers import GatewayProcess
@@ -37,7 +36,7 @@ def pipeline(fn: str) -> str:
 
 
 def stage(model: str, k: int) -> str:
-    return f"{model}--stage-{k}-of-{STAGES}"
+    return split.stage_name(model, k, STAGES)
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +47,7 @@ def gw(tmp_path_factory):
     for model in MODELS.values():
         link_real(root, model)
     work = tmp / "work"
-    yaml = YAML()
-    doc = yaml.load(REPO / "stack.yml")
-    for name in list(doc["functions"]):
-        if name not in MODELS:
-            del doc["functions"][name]
-        else:
-            (work / "functions" / name).mkdir(parents=True)
-            shutil.copy(REPO / "functions" / name / "handler.py", work / "functions" / name / "handler.py")
-    yaml.dump(doc, work / "stack.yml")
+    copy_functions(MODELS, work)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIGC_MODEL_STORE", str(root))
         mp.delenv("AIGC_MODEL_REMOTE", raising=False)

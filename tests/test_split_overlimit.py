@@ -22,7 +22,7 @@ import pytest
 import requests
 import yaml
 
-from aigc import cli, models
+from aigc import cli, models, split
 from aigc.models.smollm2_onnx import PASSAGE
 from aigc.runtime import chain, config
 from conftest import free_port
@@ -61,7 +61,7 @@ model = Whole("{model}")
 
 
 def stage(k: int) -> str:
-    return f"{MODEL}--stage-{k}-of-{STAGES}"
+    return split.stage_name(MODEL, k, STAGES)
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,25 @@ def write_echo_stack(path: Path, min_replicas: int = 1, max_replicas: int = 2) -
     return path
 
 
+def copy_functions(names, work: Path) -> Path:
+    """`work/stack.yml` holding only these functions of the repo's stack.yml (comments and all, through
+    ruamel), with their handlers copied to `work/functions/`, for a run that adds functions of its own."""
+    import shutil
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    doc = yaml.load(REPO / "stack.yml")
+    for name in list(doc["functions"]):
+        if name not in names:
+            del doc["functions"][name]
+        else:
+            (work / "functions" / name).mkdir(parents=True)
+            shutil.copy(REPO / "functions" / name / "handler.py", work / "functions" / name / "handler.py")
+    yaml.dump(doc, work / "stack.yml")
+    return work / "stack.yml"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
