@@ -22,6 +22,9 @@ install_debian_packages() {
   [ "${1:-}" = test ] && [ ! -x /usr/bin/chromium ] && missing+=(chromium)
   # the fine-tuning tests check proofs with Coq's own checker
   [ "${1:-}" = test ] && ! command -v coqc >/dev/null && missing+=(coq)
+  # the monitoring tests run Debian's Prometheus (2.42) and promtool; its service is not started in a
+  # container (no runlevel, no systemd: invoke-rc.d declines), and the tests start their own on a free port
+  [ "${1:-}" = test ] && [ ! -x /usr/bin/prometheus ] && missing+=(prometheus)
   # function images are built and run with podman (runc: crun cannot start containers on every host),
   # on a base image made with debootstrap where no registry is reachable
   if [ "${1:-}" = test ]; then

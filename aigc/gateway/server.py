@@ -14,7 +14,7 @@ import uuid
 import aiohttp
 from aiohttp import web
 
-from . import auth, deploy, system
+from . import auth, deploy, system, targets
 from .asyncq import DuplicateCall, QueueFull, QueueUnavailable
 from .core import Gateway, forward_headers
 from .deploy import DeployError
@@ -230,6 +230,7 @@ def create_app(gateway: Gateway, max_body: int = 64 << 20) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     system.add_routes(app)
+    targets.add_routes(app)  # /system/prometheus-targets: replicas for Prometheus' http_sd
     app.router.add_get("/system/functions", list_functions)
     app.router.add_post("/system/functions", deploy_function)
     app.router.add_put("/system/functions", deploy_function)
