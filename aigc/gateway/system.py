@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .. import __version__
+from . import models
 from .deploy import NAMESPACE
 from .http import GATEWAY, JSONError, check_namespace, error, read_json
 from .secrets import SecretError, parse
@@ -151,6 +152,7 @@ async def system_info(request):
 
 
 def add_routes(app: web.Application) -> None:
+    models.add_routes(app)
     app.router.add_get("/system/secrets", list_secrets)
     app.router.add_post("/system/secrets", write_secret)
     app.router.add_put("/system/secrets", write_secret)
