@@ -104,6 +104,19 @@ def test_each_tick_once_and_a_tick_missed_while_down_runs_once_after_restart(tmp
     assert _queued(tmp_path) == sorted(first + late)
 
 
+def test_the_status_shows_the_next_run_and_the_last_ticks_outcome(tmp_path):
+    t0 = datetime(2026, 11, 29, 12, 0, 30, tzinfo=UTC).timestamp()
+    gw = _gateway(tmp_path, "* * * * *")
+    gw.run_schedules(t0)
+    assert gw.schedule_annotations("tick") == {deploy.NEXT_RUN: "2026-11-29T12:01:00Z"}  # nothing ran yet
+    (call_id,) = gw.run_schedules(t0 + 31)
+    shown = gw.schedule_annotations("tick")
+    assert shown[deploy.LAST_STATUS] == "queued" and shown[deploy.NEXT_RUN] == "2026-11-29T12:02:00Z"
+    gw.queue.finish(call_id, "done", 200, 0.1)
+    assert gw.schedule_annotations("tick")[deploy.LAST_STATUS] == "200"
+    gw.queue.close()
+
+
 def test_a_changed_schedule_starts_afresh(tmp_path):
     t0 = datetime(2026, 11, 29, 12, 0, 30, tzinfo=UTC).timestamp()
     gw = _gateway(tmp_path, "* * * * *")

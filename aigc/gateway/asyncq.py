@@ -159,6 +159,13 @@ class Queue:
                 raise
         return cur.rowcount == 1
 
+    def last_tick(self, function: str) -> tuple[float, str, int | None] | None:
+        """The latest scheduled call of a function (created, state, status), while the queue keeps it."""
+        with self._lock:
+            row = self._db.execute("SELECT created, state, status FROM calls WHERE function=? AND call_id LIKE ? "
+                                   "ORDER BY created DESC LIMIT 1", (function, f"cron-{function}-%")).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
     def forget_schedule(self, function: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM schedules WHERE function=?", (function,))

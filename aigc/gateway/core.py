@@ -29,7 +29,7 @@ import aiohttp
 from .. import buildctx
 from ..runtime.config import parse_duration, parse_size, read_env
 from ..stack import Stack
-from . import capacity, cron, keepalive
+from . import capacity, cron, deploy, keepalive
 from .asyncq import Call, Queue
 from .cgroups import Cgroups
 from .deploy import DeployError, Deployment, check_process_env
@@ -378,6 +378,20 @@ class Gateway:
             return ""
         handled = self.queue.handled(name, schedule.text, time.time())
         return cron.iso(schedule.next_after(datetime.fromtimestamp(handled, timezone.utc)))
+
+    def schedule_annotations(self, name: str) -> dict[str, str]:
+        """A scheduled function's next run and its last tick's outcome, shown as annotations in its status
+        (so `faas-cli describe` prints them): last-status is the HTTP status, or queued/running/cancelled."""
+        next_run = self.next_run(name)
+        if not next_run:
+            return {}
+        out = {deploy.NEXT_RUN: next_run}
+        last = self.queue.last_tick(name)
+        if last is not None:
+            created, state, status = last
+            out[deploy.LAST_RUN] = cron.iso(datetime.fromtimestamp(created, timezone.utc))
+            out[deploy.LAST_STATUS] = str(status) if status is not None else state
+        return out
 
     def run_schedules(self, now: float) -> list[str]:
         """Queue each scheduled function's due tick (one call however many fell since the last), as async

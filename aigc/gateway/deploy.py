@@ -26,6 +26,8 @@ _MEMORY_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
                  "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 _CPU = re.compile(r"^(\d+(?:\.\d+)?)(m)?$")
 NEXT_RUN = "com.aigc-functions.schedule.next-run"
+LAST_RUN = "com.aigc-functions.schedule.last-run"
+LAST_STATUS = "com.aigc-functions.schedule.last-status"
 MIN_MEMORY = 16 << 20  # below this no Python process starts: a typo like "16" (bytes) is refused
 
 
@@ -102,10 +104,11 @@ class Deployment:
         except ValueError:
             return 0.0
 
-    def status(self, replicas: int, available: int, invocations: int, next_run: str = "") -> dict[str, Any]:
-        """FunctionStatus, as GET /system/functions returns it; a scheduled function's next run is shown as
-        an annotation, so `faas-cli describe` prints it."""
-        annotations = dict(self.fn.annotations, **({NEXT_RUN: next_run} if next_run else {}))
+    def status(self, replicas: int, available: int, invocations: int,
+               schedule: dict[str, str] | None = None) -> dict[str, Any]:
+        """FunctionStatus, as GET /system/functions returns it; a scheduled function's next and last runs are
+        shown as annotations (Gateway.schedule_annotations), so `faas-cli describe` prints them."""
+        annotations = dict(self.fn.annotations, **(schedule or {}))
         return {"name": self.name, "image": self.fn.image, "namespace": NAMESPACE, "envProcess": self.env_process,
                 "envVars": self.env_vars, "constraints": [], "secrets": self.secrets, "labels": self.fn.labels,
                 "annotations": annotations, "limits": self.limits, "requests": self.requests,

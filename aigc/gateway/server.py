@@ -44,7 +44,8 @@ def _function_name(request: web.Request, invocation: bool = False) -> str:
 
 def _status(gw: Gateway, name: str) -> dict:
     pool = gw.pools[name]
-    status = pool.deployment.status(len(pool.active), len(pool.ready), pool.invocations, gw.next_run(name))
+    status = pool.deployment.status(len(pool.active), len(pool.ready), pool.invocations,
+                                      gw.schedule_annotations(name))
     if gw.metered:  # the spec's FunctionUsage: CPU millicores and RSS at the last sample
         status["usage"] = gw.meter.current(name)
     return status
