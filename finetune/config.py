@@ -25,7 +25,19 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class ConfigError(ValueError):
-    """A run configuration that cannot be trained."""
+    """A run configuration that cannot be trained. `field` names the field at fault when the message starts
+    with one (every check below names its field first), so a form can show the message beside that field."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field or field_of(message)
+
+
+def field_of(message: str) -> str | None:
+    """The RunConfig field a message is about (its first word), or None; also for a function's 400 text."""
+    first = re.match(r"[a-z_]+", message or "")
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    return first[0] if first and first[0] in names else None
 
 
 def confined_corpus(corpus: str, root: Path) -> str:

@@ -2,6 +2,7 @@
 
     <run>/status.json     state, step/total, message; replaced atomically
     <run>/metrics.jsonl   one line per logged step: {"step", "loss", ["eval_loss"], ...}
+    <run>/config.json     the run's config (written when it starts)
     <run>/cancel          present = stop at the next step boundary (after a checkpoint)
 """
 
@@ -29,6 +30,22 @@ class RunDir:
             return json.loads((self.path / "status.json").read_text())
         except (OSError, ValueError):
             return {}
+
+    def config(self) -> dict[str, Any]:
+        """The run's config.json (what resubmitting resumes), {} before the run has written it."""
+        try:
+            config = json.loads((self.path / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return config if isinstance(config, dict) else {}
+
+    def final_metrics(self) -> dict[str, Any] | None:
+        """metrics.json, written when the run succeeds (eval loss, perplexity, tokens/s, peak memory…)."""
+        try:
+            final = json.loads((self.path / "metrics.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return final if isinstance(final, dict) else None
 
     def set_status(self, state: str, **fields: Any) -> dict[str, Any]:
         if state not in STATES:

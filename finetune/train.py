@@ -142,7 +142,7 @@ class Run:
         base_entry(self.cfg.base, self.store_root)
         saved = self.dir.path / "config.json"
         if saved.is_file() and json.loads(saved.read_text()) != self.cfg.to_dict():
-            raise ConfigError(f"run {self.cfg.run_id!r} exists with another config ({saved}); "
+            raise ConfigError(f"run_id {self.cfg.run_id!r} exists with another config; "
                               "use a new run_id or the same config to resume")
 
     @property

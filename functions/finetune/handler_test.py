@@ -63,3 +63,22 @@ def test_two_lora_steps_on_the_baked_base(tmp_path, jobs_dir, monkeypatch):
                      "log_every": 1})
     assert out["state"] == "succeeded", out
     assert (jobs_dir / "image-check" / "adapter" / "adapter_model.safetensors").is_file()
+
+    # the routes the UI's run page uses: config as submitted, every metrics line, final metrics, publish
+    got = handler.handle(testing.request("/runs/image-check", method="GET"), None)
+    assert got["state"] == "succeeded" and got["config"]["corpus"] == "logic" and "eval_loss" in got["final"]
+    points = handler.handle(testing.request("/runs/image-check/metrics", method="GET"), None)["points"]
+    assert [p["step"] for p in points if "loss" in p] == [1, 2]
+    with pytest.raises(errors.InvalidInput, match="no adapter name"):
+        handler.handle(testing.request("/runs/image-check/publish", "{}"), None)
+    with pytest.raises(errors.InvalidInput, match="adapter name"):
+        handler.handle(testing.request("/runs/image-check/publish", '{"adapter": "Bad Name"}'), None)
+
+
+def test_validate_checks_a_config_without_training(tmp_path, jobs_dir, monkeypatch):
+    monkeypatch.setenv("AIGC_FINETUNE_DATA", str(tmp_path))
+    with pytest.raises(errors.InvalidInput, match="steps must be >= 1"):
+        post("/validate", {"run_id": "v", "steps": 0})
+    with pytest.raises(errors.InvalidInput, match="corpus 'nope' is not a folder"):
+        post("/validate", {"run_id": "v", "corpus": "nope"})
+    assert not jobs_dir.exists()  # nothing was started or written
