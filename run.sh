@@ -64,7 +64,9 @@ cmd=${1:-up}
 shift || true
 case "$cmd" in
   up)    setup
-         $VENV/bin/aigc ui --gateway http://127.0.0.1:8080 &
+         # the jobs pages call the finetune function with its token (the secret setup created)
+         AIGC_UI_FINETUNE_TOKEN=$(cat "${AIGC_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/aigc}/secrets/finetune-token") \
+           $VENV/bin/aigc ui --gateway http://127.0.0.1:8080 &
          ui_pid=$!
          trap 'kill $ui_pid 2>/dev/null' EXIT
          $VENV/bin/aigc up "$@" ;;

@@ -97,22 +97,48 @@ def write_run(root, run_id, status, losses, partial_tail=True):
     return run
 
 
-def test_jobs_format_is_read_as_documented(tmp_path):
+def test_runs_are_shown_as_the_finetune_function_reports_them(tmp_path):
+    """The jobs format (finetune/jobs.py) read back by the function, then shaped for the pages; odd values
+    from a function are shown as unknown, never trusted."""
+    from finetune.jobs import RunDir
+
     write_run(tmp_path, "run-1", {"state": "running", "step": 30, "total": 120, "base": "smollm2-135m",
                                   "adapter": "coq", "created_at": "2025-01-02T00:00:00Z"},
               [(10, 2.5), (20, 2.1), (30, 1.9)])
     write_run(tmp_path, "run-0", {"state": "exploded", "progress": 7}, [], partial_tail=False)
-    (tmp_path / "not-a-run").mkdir()
-    runs = catalog.jobs(tmp_path)
-    assert [r["id"] for r in runs] == ["run-1", "run-0"]
-    run = catalog.job(tmp_path, "run-1")
-    assert run["progress"] == pytest.approx(0.25) and run["state"] == "running"
-    assert [p["loss"] for p in run["points"]] == [2.5, 2.1, 1.9]  # the half-written last line is skipped
-    odd = catalog.job(tmp_path, "run-0")
+    answer = {"runs": [dict(RunDir(tmp_path / r).status(), run_id=r) for r in ("run-0", "run-1")]
+              + [{"run_id": "../etc", "state": "running"}, "not a run"]}
+    runs = catalog.runs(answer)
+    assert [r["id"] for r in runs] == ["run-1", "run-0", "?"]
+    run = runs[0]
+    assert run["progress"] == pytest.approx(0.25) and run["state"] == "running" and run["adapter"] == "coq"
+    points = catalog.loss_points(RunDir(tmp_path / "run-1").metrics())  # the half-written last line is skipped
+    assert [p["loss"] for p in points] == [2.5, 2.1, 1.9]
+    assert catalog.loss_points([{"step": 1, "loss": float("nan")}, {"step": "x", "loss": 1}, 7]) == []
+    odd = runs[1]
     assert odd["state"] == "unknown" and odd["progress"] == 1.0
-    for bad in ("../etc", "not-a-run", ".hidden"):
-        with pytest.raises(Exception, match="no fine-tuning run"):
-            catalog.job(tmp_path, bad)
+    assert catalog.run_summary("nonsense", "r")["message"] == "the function's status is not a JSON object"
+
+
+def test_the_run_form_names_every_wrong_field_before_anything_is_sent():
+    from werkzeug.datastructures import MultiDict
+
+    from ui.jobs import FIELDS, _defaults, parse_form
+
+    good = MultiDict(dict(_defaults(), run_id="r1", base="tiny-llama"))
+    raw, errors = parse_form(good, ["tiny-llama"])
+    assert errors == {} and raw["steps"] == 300 and raw["learning_rate"] == 0.002 and "adapter" not in raw
+    bad = MultiDict(dict(good, run_id="../x", steps="ten", learning_rate="3", lora_r="0", base="gpt-9",
+                         method="qlora", adapter="Bad Name", seq_len=""))
+    _, errors = parse_form(bad, ["tiny-llama"])
+    assert set(errors) == {"run_id", "steps", "learning_rate", "lora_r", "base", "method", "adapter", "seq_len"}
+    assert "whole number" in errors["steps"] and "unknown base 'gpt-9'" in errors["base"]
+    assert "learning_rate must be in (0, 1)" in errors["learning_rate"] and "default 512" in errors["seq_len"]
+    _, errors = parse_form(MultiDict(dict(good, steps="1000000")), None)  # no model API: the base is not checked
+    assert list(errors) == ["steps"] and "<= 100000" in errors["steps"]
+    _, errors = parse_form(MultiDict(dict(good, learning_rate="nan")), None)
+    assert "finite" in errors["learning_rate"]
+    assert {name for name, *_ in FIELDS} <= set(_defaults())
 
 
 # --- a real gateway ----------------------------------------------------------------------------
@@ -127,8 +153,7 @@ def gateway(tmp_path_factory):
 
 @pytest.fixture
 def ui(gateway, tmp_path):
-    app = create_app(Config.from_env({"AIGC_UI_GATEWAY": gateway.url, "AIGC_JOBS_DIR": str(tmp_path / "jobs"),
-                                      "AIGC_UI_STACK": str(gateway.stack)}))
+    app = create_app(Config.from_env({"AIGC_UI_GATEWAY": gateway.url, "AIGC_UI_STACK": str(gateway.stack)}))
     return app.test_client()
 
 
@@ -144,7 +169,8 @@ def log_in(client, gateway) -> str:
 
 
 GET_PAGES = ["/", "/api/functions", "/functions/echo", "/api/functions/echo", "/deploy", "/models",
-             "/models/efficientnet-lite0", "/jobs", "/jobs/x", "/api/jobs/x"]
+             "/models/efficientnet-lite0", "/jobs", "/jobs/x", "/api/jobs/x", "/jobs/new", "/functions/echo/logs",
+             "/api/functions/echo/logs", "/functions/echo/compare", "/schedules", "/secrets"]
 
 
 @pytest.mark.slow
@@ -152,7 +178,7 @@ def test_without_login_every_page_goes_to_login(ui, gateway):
     app = ui.application
     rules = {r.rule for r in app.url_map.iter_rules() if "GET" in r.methods}
     # every GET route is in the list (with sample arguments), so a new page cannot skip the check unnoticed
-    covered = {re.sub(r"/(echo|x|efficientnet-lite0)$", "/<>", p) for p in GET_PAGES}
+    covered = {re.sub(r"/(echo|x|efficientnet-lite0)(?=/|$)", "/<>", p) for p in GET_PAGES}
     expected = {re.sub(r"<[^>]+>", "<>", r) for r in rules} - {"/login", "/healthz", "/static/<>"}
     assert expected <= covered, expected - covered
     for path in GET_PAGES:
@@ -167,7 +193,11 @@ def test_without_login_every_page_goes_to_login(ui, gateway):
 def test_csrf_is_required_on_every_state_changing_request(ui, gateway):
     token = log_in(ui, gateway)
     posts = ["/functions/echo/scale", "/functions/echo/limits", "/functions/echo/remove", "/deploy/embed",
-             "/functions/echo/invoke", "/functions/echo/similarity", "/logout"]
+             "/functions/echo/invoke", "/functions/echo/similarity", "/logout", "/jobs/new", "/jobs/x/cancel",
+             "/jobs/x/resume", "/jobs/x/publish", "/secrets", "/secrets/x/delete"]
+    rules = {re.sub(r"<[^>]+>", "<>", r.rule) for r in ui.application.url_map.iter_rules() if "POST" in r.methods}
+    covered = {re.sub(r"/(echo|x|embed)(?=/|$)", "/<>", p) for p in posts}
+    assert rules - {"/login"} <= covered, rules - covered  # a new form cannot skip the check unnoticed
     for path in posts:
         for headers in ({}, {"X-CSRF-Token": "forged"}):
             resp = ui.post(path, data={"replicas": "2"}, headers=headers)

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from aigc.runtime import errors as runtime_errors
 from aigc.throttle import Throttle
 
-from . import invoke, pages, security, views
+from . import invoke, jobs, operations, pages, security, views
 from .config import Config, ConfigError
 from .gateway import GatewayError, GatewayUnauthorized, GatewayUnreachable
 
@@ -58,7 +58,10 @@ def _register_errors(app: Flask) -> None:
         if request.method == "POST" and not _wants_json():
             # a form that failed: say why on the page it came from, where the user can correct it
             flash(exc.message, "error")
-            name = (request.view_args or {}).get("name")
+            args = request.view_args or {}
+            if args.get("run_id"):
+                return redirect(url_for("jobs.run", run_id=args["run_id"]))
+            name = args.get("name")
             return redirect(url_for("functions.detail", name=name) if name and exc.status != 404
                             else url_for("functions.index"))
         return _error(exc.status if 400 <= exc.status < 600 else 502, f"The gateway answered {exc.status}",
@@ -101,7 +104,7 @@ def create_app(config: Config | None = None) -> Flask:
     def health():
         return "OK"
 
-    for bp in (pages.auth, views.bp, invoke.bp, pages.store):
+    for bp in (pages.auth, views.bp, invoke.bp, pages.store, jobs.bp, operations.bp):
         app.register_blueprint(bp)
     _register_errors(app)
     return app

@@ -5,8 +5,8 @@
 | AIGC_UI_GATEWAY | http://127.0.0.1:8080 |
 | AIGC_UI_SECRET_KEY | random per start (cookies signed before a restart stop working) |
 | AIGC_UI_STACK | ./stack.yml (the entries the deploy page offers) |
-| AIGC_JOBS_DIR | ~/.local/share/aigc/jobs (fine-tuning runs, format in ui/README.md) |
-| AIGC_MODEL_STORE | ~/.local/share/aigc/models (read through aigc.runtime.store) |
+| AIGC_UI_FINETUNE_FUNCTION | finetune (the function whose /runs the jobs pages show) |
+| AIGC_UI_FINETUNE_TOKEN | unset (its bearer token: the value of the gateway's finetune-token secret) |
 | AIGC_UI_TIMEOUT | 30s (gateway /system calls) |
 | AIGC_UI_INVOKE_TIMEOUT | 300s (function calls: a cold start plus the work) |
 | AIGC_UI_MAX_UPLOAD | 10Mi |
@@ -14,27 +14,24 @@
 | AIGC_UI_SECURE_COOKIE | false (set true behind HTTPS) |
 
 A wrong value stops the UI at start with a message naming the variable,
-rather than failing on the first request.
+rather than failing on the first request. Nothing here names a folder of the
+gateway's machine: every page reads through HTTP (the gateway's /system API and
+the functions' own routes), so the UI works the same against a remote gateway.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aigc.runtime.config import default_model_store, parse_bool, parse_duration, parse_size, read_env
+from aigc.runtime.config import parse_bool, parse_duration, parse_size, read_env
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names the variable."""
-
-
-def default_jobs_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "aigc" / "jobs"
 
 
 def check_gateway_url(url: str, name: str = "AIGC_UI_GATEWAY") -> str:
@@ -44,14 +41,22 @@ def check_gateway_url(url: str, name: str = "AIGC_UI_GATEWAY") -> str:
     return url.strip().rstrip("/")
 
 
+def check_function(name: str) -> str:
+    from .gateway import NAME
+
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"AIGC_UI_FINETUNE_FUNCTION={name!r} is not a function name")
+    return name
+
+
 @dataclass(frozen=True)
 class Config:
     gateway: str = "http://127.0.0.1:8080"
     secret_key: str = ""
     secret_key_generated: bool = False
     stack_file: Path = Path("stack.yml")
-    jobs_dir: Path = field(default_factory=default_jobs_dir)
-    model_store: Path = field(default_factory=default_model_store)
+    finetune_function: str = "finetune"
+    finetune_token: str = ""
     timeout: float = 30.0
     invoke_timeout: float = 300.0
     max_upload: int = 10 << 20
@@ -84,8 +89,8 @@ class Config:
             secret_key=key or secrets.token_hex(32),
             secret_key_generated=not key,
             stack_file=Path(env.get("AIGC_UI_STACK") or "stack.yml"),
-            jobs_dir=Path(env["AIGC_JOBS_DIR"]) if env.get("AIGC_JOBS_DIR") else default_jobs_dir(),
-            model_store=Path(env["AIGC_MODEL_STORE"]) if env.get("AIGC_MODEL_STORE") else default_model_store(),
+            finetune_function=check_function(env.get("AIGC_UI_FINETUNE_FUNCTION") or cls.finetune_function),
+            finetune_token=env.get("AIGC_UI_FINETUNE_TOKEN", "").strip(),
             timeout=get("AIGC_UI_TIMEOUT", positive(parse_duration), cls.timeout),
             invoke_timeout=get("AIGC_UI_INVOKE_TIMEOUT", positive(parse_duration), cls.invoke_timeout),
             max_upload=get("AIGC_UI_MAX_UPLOAD", positive(parse_size), cls.max_upload),

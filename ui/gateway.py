@@ -14,6 +14,7 @@ from typing import Any
 import requests
 
 NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # OpenFaaS function names are DNS labels
+MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a model store entry
 
 
 class GatewayError(Exception):
@@ -112,6 +113,43 @@ class Gateway:
     def remove(self, name: str) -> None:
         self._ok(self.request("DELETE", "/system/functions", json={"functionName": check_name(name)}), 200, 202)
 
+    def models(self) -> list[dict[str, Any]] | None:
+        """Model cards of the gateway's store (`aigc up`'s /system/models); None from a gateway without it."""
+        resp = self.request("GET", "/system/models")
+        if resp.status_code in (404, 405, 501):
+            return None
+        body = self._ok(resp, 200).json()
+        return body.get("models") if isinstance(body, dict) and isinstance(body.get("models"), list) else None
+
+    def model(self, name: str) -> dict[str, Any]:
+        if not MODEL.fullmatch(name or ""):
+            raise GatewayError(400, f"{name!r} is not a model name")
+        return self._ok(self.request("GET", f"/system/models/{name}"), 200).json()
+
+    def secrets(self) -> list[dict[str, Any]]:
+        return self._ok(self.request("GET", "/system/secrets"), 200).json()
+
+    def write_secret(self, name: str, value: str, create: bool) -> None:
+        self._ok(self.request("POST" if create else "PUT", "/system/secrets",
+                              json={"name": name, "value": value}), 200, 201, 202)
+
+    def delete_secret(self, name: str) -> None:
+        self._ok(self.request("DELETE", "/system/secrets", json={"name": name}), 200, 202, 204)
+
+    def logs(self, name: str, tail: int, since: str | None, follow: bool) -> requests.Response:
+        """The function's log lines as OpenFaaS streams them (newline-delimited JSON); the caller closes it."""
+        params = {"name": check_name(name), "tail": str(tail), "follow": "true" if follow else "false"}
+        if since:
+            params["since"] = since
+        resp = self.request("GET", "/system/logs", params=params, stream=True,
+                            timeout=(self.timeout, None) if follow else self.timeout)
+        if resp.status_code != 200:
+            try:
+                raise GatewayError(resp.status_code, _message(resp))
+            finally:
+                resp.close()
+        return resp
+
     def metrics_text(self) -> str:
         # /metrics is public on the local gateway; OpenFaaS serves it on a separate port in some installs,
         # so a failure here degrades the tables (no latency) instead of failing the page
@@ -125,6 +163,25 @@ class Gateway:
         /function/* needs none, and the gateway would pass them on to the function."""
         return self.request(method, f"/function/{check_name(name)}{path}", auth=False, data=data,
                             headers=headers or {}, stream=stream, timeout=self.invoke_timeout)
+
+    def call(self, name: str, method: str, path: str, body: Any = None, token: str = "") -> Any:
+        """A function's JSON route (e.g. finetune's /runs), its own error message on failure."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        resp = self.request(method, f"/function/{check_name(name)}{path}", auth=False, headers=headers,
+                            json=body, timeout=self.invoke_timeout)
+        if resp.status_code >= 300:
+            raise GatewayError(resp.status_code, f"{name}: {_message(resp)}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise GatewayError(502, f"{name} answered {path} with non-JSON: {resp.text[:200]}") from None
+
+    def call_async(self, name: str, path: str, body: Any, token: str = "") -> str:
+        """Queue a call (`/async-function/`): 202 and the call's id."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        resp = self._ok(self.request("POST", f"/async-function/{check_name(name)}{path}", auth=False,
+                                     headers=headers, json=body), 202)
+        return resp.headers.get("X-Call-Id", "")
 
 
 def _reason(exc: requests.ConnectionError) -> str:

@@ -1,13 +1,14 @@
-"""Login and logout, and the read-only pages: models, adapters and fine-tuning jobs."""
+"""Login and logout, and the models and adapters of the gateway's store (GET /system/models)."""
 
 from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from . import catalog, security
 from .gateway import Gateway, GatewayError, GatewayUnauthorized
+from .views import gateway
 
 auth = Blueprint("auth", __name__)
 store = Blueprint("store", __name__)
@@ -57,25 +58,11 @@ def logout():
 
 @store.get("/models")
 def models():
-    cards = catalog.models(config().model_store)
-    return render_template("models.html", cards=cards, root=config().model_store)
+    cards = gateway().models()
+    return render_template("models.html", cards=cards or [], available=cards is not None)
 
 
 @store.get("/models/<name>")
 def model(name):
-    return render_template("model.html", card=catalog.model_card(config().model_store, name))
-
-
-@store.get("/jobs")
-def jobs():
-    return render_template("jobs.html", runs=catalog.jobs(config().jobs_dir), root=config().jobs_dir)
-
-
-@store.get("/jobs/<run_id>")
-def job(run_id):
-    return render_template("job.html", run=catalog.job(config().jobs_dir, run_id))
-
-
-@store.get("/api/jobs/<run_id>")
-def api_job(run_id):
-    return jsonify(catalog.job(config().jobs_dir, run_id))
+    card = gateway().model(name)
+    return render_template("model.html", card=card, metrics=catalog.flatten(card.get("metrics")))

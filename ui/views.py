@@ -33,6 +33,7 @@ def _rows(gw: Gateway, only: str | None = None) -> tuple[list[dict], str | None]
     c = config()
     stack, _ = catalog.stack_entries(c.stack_file)
     langs = {fn.image: fn.lang for fn in stack.values()}
+    cards = {card.get("name"): card for card in gw.models() or []}
     previous = g.login.previous_buckets
     rows = []
     for status in sorted(statuses, key=lambda s: s.get("name", "")):
@@ -48,7 +49,8 @@ def _rows(gw: Gateway, only: str | None = None) -> tuple[list[dict], str | None]
         model = env.get("MODEL_NAME") or (env.get("MODEL_NAMES") or "").split(",")[0].strip() or None
         rows.append(dict(summary, name=name, image=image,
                          engine=_engine(langs.get(image), env.get("AIGC_ENGINE"), image),
-                         model=model, kind=catalog.KINDS.get(catalog.model_task(c.model_store, model), "raw"),
+                         model=model, kind=catalog.kind(cards.get(model)),
+                         adapters=(cards.get(model) or {}).get("adapters") or [],
                          replicas=status.get("replicas", 0), available=status.get("availableReplicas", 0),
                          invocations=int(status.get("invocationCount") or summary["invocations"]),
                          min=labels.get(MIN_LABEL, ""), max=labels.get(MAX_LABEL, ""),
@@ -130,7 +132,8 @@ def api_functions():
 def detail(name):
     rows, note = _rows(gateway(), only=check_name(name))
     fn = rows[0]
-    served = catalog.served_models(config().model_store, fn["model"]) if fn["kind"] == "chat" and fn["model"] else []
+    # what a text-generation function answers to: its base model, and `base:adapter` for each adapter
+    served = [fn["model"]] + [f"{fn['model']}:{a}" for a in fn["adapters"]] if fn["kind"] == "chat" else []
     return render_template("function.html", fn=fn, note=note, served=served, max_replicas=MAX_REPLICAS)
 
 
@@ -197,3 +200,12 @@ def deploy(name):
     gateway().deploy(catalog.deployment(entries[name]))
     flash(f"Deployed {name} from {config().stack_file.name}.", "ok")
     return redirect(url_for(".detail", name=name))
+
+
+@bp.get("/functions/<name>/compare")
+def compare(name):
+    """One prompt to the base model and to one or two of its adapters, the answers streamed side by side."""
+    fn = _rows(gateway(), only=check_name(name))[0][0]
+    if fn["kind"] != "chat":
+        raise GatewayError(400, f"{name} does not generate text: only a text-generation function has adapters")
+    return render_template("compare.html", fn=fn, adapters=[f"{fn['model']}:{a}" for a in fn["adapters"]])

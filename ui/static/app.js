@@ -59,6 +59,39 @@ const AIGC = (() => {
     return node;
   }
 
+  // An OpenAI completion or chat completion with `stream: true` through the UI's proxy: `onText` gets each
+  // piece of text (`text`, or a chat `delta.content`) as its server-sent event arrives. Resolves to null
+  // when the stream ended, or to "STATUS: message".
+  async function streamText(url, body, signal, onText) {
+    const resp = await call(url, {method: "POST", signal, body: JSON.stringify(body),
+                                  headers: {"Content-Type": "application/json", Accept: "text/event-stream"}});
+    if (!resp.ok) {
+      const text = await resp.text();
+      let message = text;
+      try { message = JSON.parse(text).error || text; } catch (e) { /* not JSON: the text as it is */ }
+      return `${resp.status}: ${message}`;
+    }
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) return null;
+      pending += decoder.decode(value, {stream: true});
+      const events = pending.split("\n\n");
+      pending = events.pop();  // an event cut in half waits for the rest
+      for (const ev of events) {
+        const data = ev.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
+        if (!data || data === "[DONE]") continue;
+        const parsed = JSON.parse(data);
+        if (parsed.error) return `error: ${parsed.error.message || JSON.stringify(parsed.error)}`;
+        const choice = (parsed.choices || [])[0] || {};
+        const text = choice.text !== undefined ? choice.text : (choice.delta || {}).content;
+        if (text) onText(text);
+      }
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", () => fillSeconds(document));
-  return {call, json, poll, seconds, fillSeconds, el, banner};
+  return {call, json, poll, seconds, fillSeconds, el, banner, streamText};
 })();

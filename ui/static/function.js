@@ -104,34 +104,16 @@
     const started = performance.now();
     let first = null, chunks = 0;
     try {
-      const resp = await AIGC.call(invokeUrl("/v1/chat/completions"), {
-        method: "POST", signal: controller.signal, headers: {"Content-Type": "application/json", Accept: "text/event-stream"},
-        body: JSON.stringify({model: document.getElementById("chat-model").value, stream: true,
-                              max_tokens: Number(document.getElementById("chat-max").value || 64),
-                              temperature: Number(document.getElementById("chat-temperature").value || 0),
-                              messages: [{role: "user", content: document.getElementById("chat-prompt").value}]}),
+      const body = {model: document.getElementById("chat-model").value, stream: true,
+                    max_tokens: Number(document.getElementById("chat-max").value || 64),
+                    temperature: Number(document.getElementById("chat-temperature").value || 0),
+                    messages: [{role: "user", content: document.getElementById("chat-prompt").value}]};
+      const failed = await AIGC.streamText(invokeUrl("/v1/chat/completions"), body, controller.signal, (text) => {
+        if (first === null) first = performance.now();
+        chunks += 1;
+        out.textContent += text;
       });
-      if (!resp.ok) { stats.textContent = `${resp.status}: ${await errorText(resp)}`; return; }
-      const reader = resp.body.getReader();
-      const decoder = new TextDecoder();
-      let pending = "";
-      for (;;) {
-        const {value, done} = await reader.read();
-        if (done) break;
-        pending += decoder.decode(value, {stream: true});
-        const events = pending.split("\n\n");
-        pending = events.pop();  // an event cut in half waits for the rest
-        for (const ev of events) {
-          const data = ev.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
-          if (!data || data === "[DONE]") continue;
-          const delta = ((JSON.parse(data).choices || [])[0] || {}).delta || {};
-          if (delta.content) {
-            if (first === null) first = performance.now();
-            chunks += 1;
-            out.textContent += delta.content;
-          }
-        }
-      }
+      if (failed) { stats.textContent = failed; return; }
       const secs = (performance.now() - started) / 1000;
       stats.textContent = `${chunks} chunks in ${secs.toFixed(2)} s; first after ${first === null ? "—" : ((first - started) / 1000).toFixed(2) + " s"}`;
     } catch (e) {
