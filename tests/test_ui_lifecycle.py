@@ -198,6 +198,43 @@ def test_start_watch_publish_and_compare(tab, world):
     tab.clean()
 
 
+def test_a_taken_run_id_is_refused_and_a_run_cancels_and_resumes(tab, world):
+    gw, _ = world
+    page = tab.go("/jobs/new?from=ui-run")  # "train again with changes": the form starts from that config
+    assert page.input_value("#f-corpus") == "coq-sample" and page.input_value("#f-steps") == "300"
+    page.fill("#f-run_id", "ui-run")
+    page.click("#run-submit")
+    assert "a run 'ui-run' exists" in page.inner_text("#e-run_id")
+    assert runs_on_the_function(gw) == ["ui-run"]  # nothing was queued
+    tab.errors.clear()
+
+    page.fill("#f-run_id", "long-run")
+    page.fill("#f-steps", "20000")
+    page.fill("#f-save_every", "0")
+    page.fill("#f-eval_every", "0")
+    page.click("#run-submit")
+    page.wait_for_selector("#job-step:has-text('step')")
+    deadline = time.monotonic() + 120
+    while not (page.inner_text("#job-state") == "running" and int(page.inner_text("#job-step").split()[1]) > 0):
+        assert time.monotonic() < deadline, page.inner_text("#job-message")
+        time.sleep(0.2)
+    assert "left" in page.inner_text("#job-eta")
+    page.click("#job-cancel")
+    page.wait_for_selector("#job-state:has-text('cancelled')", timeout=60_000)
+    stopped = int(page.inner_text("#job-step").split()[1])
+    page.click("#job-resume")
+    assert "goes on from its last checkpoint" in page.inner_text(".flash.ok")
+    page.wait_for_selector("#job-state:has-text('running')", timeout=60_000)
+    deadline = time.monotonic() + 60
+    while int(page.inner_text("#job-step").split()[1]) <= stopped:  # on from where it stopped, not from 0
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    tab.shot("lifecycle-run-resumed")
+    page.click("#job-cancel")
+    page.wait_for_selector("#job-state:has-text('cancelled')", timeout=60_000)
+    tab.clean()
+
+
 def test_logs_secrets_and_schedules(tab, world):
     gw, _ = world
     page = tab.go("/functions/text-generate/logs")
