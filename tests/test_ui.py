@@ -249,7 +249,12 @@ def test_login_checks_the_gateway_and_keeps_the_password_server_side(ui, gateway
     assert resp.status_code == 302
     gateway.wait_for("echo", lambda s: s["availableReplicas"] == 2, 60, "2 ready replicas")
     bad = ui.post("/functions/echo/scale", data={"replicas": "-1", "csrf_token": token}, follow_redirects=True)
-    assert b"replicas must be a whole number from 0 to 100" in bad.data
+    assert b'id="e-replicas" role="alert">replicas must be a whole number from 0 to 100' in bad.data  # at the field
+    bad = ui.post("/functions/echo/limits", data={"min": "4", "max": "x", "csrf_token": token}, follow_redirects=True)
+    assert b'id="e-max" role="alert">max must be a whole number' in bad.data
+    bad = ui.post("/functions/echo/limits", data={"min": "4", "max": "3", "csrf_token": token}, follow_redirects=True)
+    assert b'id="e-max" role="alert">min (4) must not exceed max (3)' in bad.data
+    assert gateway.status("echo")["labels"] == {"com.openfaas.scale.min": "1"}  # nothing was sent
     # min/max labels go back with the rest of the deployment unchanged
     ui.post("/functions/echo/limits", data={"min": "1", "max": "3", "csrf_token": token})
     status = gateway.status("echo")

@@ -93,6 +93,13 @@ class Tab:
         assert not self.errors, self.errors
         self.errors.clear()
 
+    def log_in(self, password: str) -> "Tab":
+        page = self.go("/")
+        page.fill("#password", password)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#functions")
+        return self
+
 
 def tab_errors_are_only(t, status):
     ok = all(f"status of {status}" in e for e in t.errors)
@@ -102,11 +109,7 @@ def tab_errors_are_only(t, status):
 
 @pytest.fixture(scope="module")
 def tab(browser, ui_url, gateway):
-    t = Tab(browser, ui_url)
-    page = t.go("/")
-    page.fill("#password", gateway.auth[1])
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#functions")
+    t = Tab(browser, ui_url).log_in(gateway.auth[1])
     yield t
     t.context.close()
 

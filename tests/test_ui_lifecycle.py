@@ -92,11 +92,7 @@ def ui(world, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tab(browser, ui, world):  # noqa: F811
     gw, _ = world
-    t = Tab(browser, ui)
-    page = t.go("/")
-    page.fill("#password", gw.auth[1])
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#functions")
+    t = Tab(browser, ui).log_in(gw.auth[1])
     yield t
     t.context.close()
 
@@ -174,7 +170,7 @@ def test_start_watch_publish_and_compare(tab, world):
 
     page.fill("#publish-adapter", "Bad Name")
     page.click("#job-publish")
-    assert "adapter name 'Bad Name'" in page.inner_text(".flash.error")
+    assert "adapter name 'Bad Name'" in page.inner_text("#e-adapter")  # beside the name box
     page.fill("#publish-adapter", "ui")
     page.click("#job-publish")
     assert f"{BASE}:ui" in page.inner_text(".flash.ok")

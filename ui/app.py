@@ -56,8 +56,8 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(GatewayError)
     def gateway_error(exc):
         if request.method == "POST" and not _wants_json():
-            # a form that failed: say why on the page it came from, where the user can correct it
-            flash(exc.message, "error")
+            # a form that failed: say why on the page it came from, beside the field when one is at fault
+            flash(exc.message, f"error field-{exc.field}" if getattr(exc, "field", None) else "error")
             args = request.view_args or {}
             if args.get("run_id"):
                 return redirect(url_for("jobs.run", run_id=args["run_id"]))

@@ -18,12 +18,14 @@ MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a model store entry
 
 
 class GatewayError(Exception):
-    """The gateway answered, but with an error; `message` is its own words when it gave some."""
+    """The gateway answered, but with an error; `message` is its own words when it gave some. `field` names
+    the form field at fault, so the page shows the message beside it."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, field: str | None = None):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.field = field
 
 
 class GatewayUnauthorized(GatewayError):

@@ -249,7 +249,12 @@ def resume(run_id):
 def publish(run_id):
     gw, fn, token = _finetune()
     adapter = request.form.get("adapter", "").strip()
-    answer = gw.call(fn, "POST", f"/runs/{_run_id(run_id)}/publish", {"adapter": adapter} if adapter else {},
-                     token=token)
+    try:
+        answer = gw.call(fn, "POST", f"/runs/{_run_id(run_id)}/publish", {"adapter": adapter} if adapter else {},
+                         token=token)
+    except GatewayError as exc:
+        if exc.status == 400:
+            exc.field = "adapter"  # a wrong or taken name: shown beside the name box
+        raise
     flash(f"Published: text-generate serves {answer.get('served_as', adapter)} from its next request.", "ok")
     return redirect(url_for(".run", run_id=run_id))

@@ -146,7 +146,7 @@ def api_function(name):
 def _int_field(key: str, low: int, high: int) -> int:
     raw = request.form.get(key, "").strip()
     if not raw.isdigit() or not low <= int(raw) <= high:
-        raise GatewayError(400, f"{key} must be a whole number from {low} to {high}, got {raw!r}")
+        raise GatewayError(400, f"{key} must be a whole number from {low} to {high}, got {raw!r}", field=key)
     return int(raw)
 
 
@@ -162,7 +162,7 @@ def scale(name):
 def limits(name):
     low, high = _int_field("min", 0, MAX_REPLICAS), _int_field("max", 1, MAX_REPLICAS)
     if low > high:
-        raise GatewayError(400, f"min ({low}) must not exceed max ({high})")
+        raise GatewayError(400, f"min ({low}) must not exceed max ({high})", field="max")
     gw = gateway()
     current = gw.function(check_name(name))
     # PUT replaces the whole deployment, so send back everything it has now with only the labels changed
