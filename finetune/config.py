@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 METHODS = ("lora", "dora", "ia3", "prompt", "full")
+ATTENTIONS = ("sdpa", "eager")
 # upper bounds: a request cannot ask for a run that never ends or a batch that fills any memory
 MAXIMA = {"steps": 100_000, "batch_size": 256, "lora_r": 512, "lora_alpha": 4096, "num_virtual_tokens": 1024,
           "log_every": 100_000, "eval_blocks": 4096, "warmup_steps": 100_000, "eval_every": 100_000,
@@ -35,7 +36,7 @@ class ConfigError(ValueError):
 
 def field_of(message: str) -> str | None:
     """The RunConfig field a message is about (its first word), or None; also for a function's 400 text."""
-    first = re.match(r"[a-z_]+", message or "")
+    first = re.match(r"[a-z_][a-z0-9_]*", message or "")
     names = {f.name for f in dataclasses.fields(RunConfig)}
     return first[0] if first and first[0] in names else None
 
@@ -89,6 +90,11 @@ class RunConfig:
     eval_blocks: int = 16             # validation blocks of seq_len tokens
     save_every: int = 50              # checkpoint every N steps (0: only at the end)
     threads: int = 0                  # torch threads (0: torch's default)
+    # memory and speed levers (finetune/levers.py); none changes what is learned except bf16's rounding
+    attention: str = "sdpa"           # "sdpa" (fused, no T×T matrix kept per head) or "eager"
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward
+    loss_chunk: int = 0               # tokens per cross-entropy chunk; 0: the whole logits tensor at once
+    bf16: bool = False                # bfloat16 autocast for the forward pass (the CPU must support it)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, copied to the model card
 
     def __post_init__(self) -> None:
@@ -119,6 +125,13 @@ class RunConfig:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.weight_decay < 0 or self.max_grad_norm <= 0:
             raise ConfigError("weight_decay must be >= 0 and max_grad_norm > 0")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"attention {self.attention!r} is unknown; use one of {', '.join(ATTENTIONS)}")
+        if self.loss_chunk < 0 or self.loss_chunk > 1 << 20:
+            raise ConfigError(f"loss_chunk must be 0 (off) or a token count up to {1 << 20}, got {self.loss_chunk}")
+        if self.loss_chunk and self.method == "prompt":
+            raise ConfigError("loss_chunk: prompt tuning adds its virtual tokens inside peft's forward, so the loss "
+                              "cannot be taken from the hidden states; leave loss_chunk at 0")
         if self.seq_len > 8192:
             raise ConfigError(f"seq_len {self.seq_len} is over 8192")
         for name, most in MAXIMA.items():
@@ -175,6 +188,7 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
         "str": isinstance(value, str),
         "str | None": value is None or isinstance(value, str),
         "int": isinstance(value, int) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "list[str] | str": isinstance(value, str) or (isinstance(value, list) and value
                                                        and all(isinstance(v, str) for v in value)),

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import blocks, card, jobs
+from . import blocks, card, jobs, levers
 from .config import ConfigError, RunConfig, default_data_dir, default_jobs_dir
 
 EVAL_SEED = 0  # validation blocks do not depend on the run's seed, so runs are compared on the same tokens
@@ -48,7 +48,7 @@ def base_entry(base: str, store_root: Path | None = None):
     return stored
 
 
-def load_base(base: str, store_root: Path | None = None):
+def load_base(base: str, store_root: Path | None = None, attention: str = "sdpa"):
     """(fp32 model, tokenizer, store entry) of a text-generation store entry."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -56,7 +56,8 @@ def load_base(base: str, store_root: Path | None = None):
     stored = base_entry(base, store_root)
     tokenizer = AutoTokenizer.from_pretrained(str(stored.path))
     # fp32: this CPU has no fast bf16 matmul, and adapters are trained in fp32 anyway
-    model = AutoModelForCausalLM.from_pretrained(str(stored.path), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(stored.path), dtype=torch.float32,
+                                                 attn_implementation=attention)
     return model, tokenizer, stored
 
 
@@ -103,7 +104,8 @@ def schedule(cfg: RunConfig) -> Callable[[int], float]:
     return factor
 
 
-def mean_loss(model, batches) -> float:
+def mean_loss(model, batches, cfg: RunConfig | None = None) -> float:
+    """Mean validation loss; with a run's config, computed with its levers (chunked logits, bf16)."""
     import torch
 
     was_training = model.training
@@ -111,7 +113,8 @@ def mean_loss(model, batches) -> float:
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in batches:
-            total += float(model(input_ids=batch, labels=batch).loss) * len(batch)
+            step_loss = levers.loss(model, batch, cfg) if cfg else model(input_ids=batch, labels=batch).loss
+            total += float(step_loss) * len(batch)
             count += len(batch)
     model.train(was_training)
     return total / count
@@ -161,9 +164,10 @@ class Run:
         try:
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
-            model, tokenizer, _ = load_base(cfg.base, self.store_root)
+            model, tokenizer, _ = load_base(cfg.base, self.store_root, cfg.attention)
             torch.manual_seed(cfg.seed)  # adapter initialisation and dropout
             model = wrap(model, cfg)
+            levers.enable(model, cfg)
             trainable, base_params = parameter_counts(model, cfg)
             train_files = blocks.files_for(cfg.corpus, self.data_dir, "train")
             train_blocks = blocks.make_blocks(tokenizer, train_files, cfg.seq_len, cfg.steps * cfg.batch_size,
@@ -179,7 +183,7 @@ class Run:
             start, train_seconds = self._resume(model, optimizer, scheduler)
             if start == 0:
                 self.dir.truncate_metrics(0)
-                self.dir.log({"step": 0, "eval_loss": mean_loss(model, val_batches)})
+                self.dir.log({"step": 0, "eval_loss": mean_loss(model, val_batches, cfg)})
             model.train()
             bar = tqdm(total=cfg.steps, initial=start, disable=not self.progress, desc=cfg.run_id, unit="step")
             loss_window: list[float] = []
@@ -189,7 +193,7 @@ class Run:
                     raise Cancelled(f"cancelled at step {step}")
                 began = time.perf_counter()
                 batch = train_blocks[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
-                loss = model(input_ids=batch, labels=batch).loss
+                loss = levers.loss(model, batch, cfg)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
@@ -206,7 +210,7 @@ class Run:
                               "lr": scheduler.get_last_lr()[0], "train_seconds": round(train_seconds, 2)}
                     loss_window = []
                 if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
-                    record = dict(record, step=done, eval_loss=mean_loss(model, val_batches))
+                    record = dict(record, step=done, eval_loss=mean_loss(model, val_batches, cfg))
                 if record:
                     self.dir.log(record)
                     self.dir.set_status("running", step=done, total=cfg.steps,

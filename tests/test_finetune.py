@@ -16,6 +16,7 @@ from aigc.runtime import adapters, store
 from conftest import REPO
 from finetune import coq, data, jobs
 from finetune.__main__ import main as cli
+from finetune.jobs import RunDir
 from finetune.config import ConfigError, RunConfig
 from finetune.train import Cancelled, Run
 
@@ -164,6 +165,23 @@ def test_train_save_reload_gives_the_same_loss(tiny_store, tmp_path, corpus):
     assert stored.verify() == [] and "README.md" in stored.manifest["files"]
     assert stored.manifest["training"]["steps"] == 6
     assert torch.load  # torch stays importable after training (no global state broken)
+
+
+@pytest.mark.parametrize("levers", [{"gradient_checkpointing": True}, {"loss_chunk": 7},
+                                    {"gradient_checkpointing": True, "loss_chunk": 16}, {"attention": "eager"}],
+                         ids=["checkpointing", "chunked-loss", "both", "eager-attention"])
+def test_memory_levers_change_nothing_in_the_loss(levers, tiny_store, tmp_path, corpus):
+    """Same seed, 5 steps (dropout on): every training and validation loss within 1e-4 of the plain run."""
+    def losses(run_id, **changes):
+        cfg = config(corpus, run_id=run_id, steps=5, eval_every=5, lora_dropout=0.1, **changes)
+        run(cfg, tiny_store, tmp_path).train()
+        return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in RunDir(tmp_path / "jobs" / run_id).metrics()]
+
+    plain, levered = losses("plain"), losses("levered", **levers)
+    assert [s for s, *_ in plain] == [s for s, *_ in levered] == [0, 1, 2, 3, 4, 5]
+    for (step, loss, val), (_, loss2, val2) in zip(plain, levered):
+        for a, b in ((loss, loss2), (val, val2)):
+            assert (a is None) == (b is None) and (a is None or abs(a - b) < 1e-4), (step, a, b)
 
 
 def test_resume_continues_from_the_checkpoint(tiny_store, tmp_path, corpus, monkeypatch):

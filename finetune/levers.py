@@ -1,0 +1,73 @@
+"""Memory and speed levers of a training run, each switched by one field of the run config.
+
+What dominates a small model's training memory is not its weights (135M
+parameters are 0.5 GB in fp32) but what the backward pass keeps: every
+layer's activations, and the output layer's logits over the whole
+vocabulary with their softmax and gradient — for SmolLM2 at batch 4 × 512
+tokens, 2,048 × 49,152 fp32 values are 0.4 GB per copy. Hence:
+
+- `attention` ("sdpa" | "eager"): fused scaled-dot-product attention never
+  keeps the T × T attention matrix per head; eager does.
+- `gradient_checkpointing`: each decoder layer's activations are recomputed
+  in backward instead of kept (transformers' own, non-reentrant, so a frozen
+  base under an adapter needs no input gradients).
+- `loss_chunk`: the causal-LM loss from the last hidden state, `loss_chunk`
+  tokens at a time, each chunk's logits recomputed in backward
+  (torch.utils.checkpoint), so the whole logits tensor never exists.
+- `bf16`: bfloat16 autocast of the forward pass; the only lever that changes
+  the numbers (rounding), and only faster on CPUs with bf16 instructions.
+
+With the same seed, the first three give the same losses as without them
+(tests/test_finetune.py checks 5 steps to 1e-4); bench/finetune_levers.py
+measures each one alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from .config import RunConfig
+
+
+def enable(model, cfg: RunConfig) -> None:
+    """Switch on the levers that are properties of the model (after the peft wrap)."""
+    if cfg.gradient_checkpointing:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        base.config.use_cache = False  # a cache is useless in training and refused with checkpointing
+
+
+def autocast(cfg: RunConfig):
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
+
+
+def loss(model, batch, cfg: RunConfig):
+    """Mean next-token cross-entropy of `batch` (labels = the inputs shifted by one), as transformers
+    computes it for a causal LM."""
+    with autocast(cfg):
+        if not cfg.loss_chunk or cfg.method == "prompt":  # prompt tuning prepends tokens inside peft's forward
+            return model(input_ids=batch, labels=batch).loss
+        return chunked_loss(model, batch, cfg.loss_chunk)
+
+
+def chunked_loss(model, batch, chunk: int):
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal_lm.model(input_ids=batch).last_hidden_state  # after the final norm
+    states = hidden[:, :-1, :].reshape(-1, hidden.shape[-1])
+    targets = batch[:, 1:].reshape(-1)
+    head = causal_lm.lm_head
+
+    def piece(h, y):
+        return F.cross_entropy(head(h).float(), y, reduction="sum")
+
+    total = torch.zeros((), dtype=torch.float32)
+    for start in range(0, len(targets), chunk):
+        total = total + checkpoint(piece, states[start:start + chunk], targets[start:start + chunk],
+                                   use_reentrant=False)
+    return total / len(targets)
