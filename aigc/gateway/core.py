@@ -301,6 +301,7 @@ class Gateway:
         pool = FunctionPool(deployment, start, self.state_dir / "logs", self.session,
                             self.options.ready_timeout, self.logs)
         pool.wake = self.wake
+        self.metrics.declare(deployment.name)
         pool.on_replica_ready = lambda s, n=deployment.name: self.metrics.replica_start_seconds.labels(n).observe(s)
         pool.on_replica_exit = lambda oom, n=deployment.name: self.metrics.replica_exit(n, oom)
         pool.folders = folders

@@ -41,6 +41,13 @@ class GatewayMetrics:
 
         self.registry.register(MeterCollector(meter))
 
+    def declare(self, function: str) -> None:
+        """Expose a function's event counters at 0 from its deployment: Prometheus' increase() and rate()
+        only count from a series' first sample, so a counter born at 1 would hide its first event."""
+        self.cold_starts.labels(function)
+        for reason in ("oom_killed", "error"):
+            self.replica_exits.labels(function, reason)
+
     def observe(self, function: str, code: int, seconds: float) -> None:
         self.invocations.labels(function, str(code)).inc()
         self.seconds.labels(function, str(code)).observe(seconds)
@@ -49,9 +56,14 @@ class GatewayMetrics:
         self.replica_exits.labels(function, "oom_killed" if oom else "error").inc()
 
     def forget(self, function: str) -> None:
-        for metric in (self.replicas, self.available, self.held):
+        for metric in (self.replicas, self.available, self.held, self.cold_starts):
             try:
                 metric.remove(function)
+            except KeyError:
+                pass
+        for reason in ("oom_killed", "error"):
+            try:
+                self.replica_exits.remove(function, reason)
             except KeyError:
                 pass
 
