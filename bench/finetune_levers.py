@@ -35,7 +35,11 @@ LEVERS = {
     "chunked loss": {"loss_chunk": 256},
     "checkpointing + chunked loss": {"gradient_checkpointing": True, "loss_chunk": 256},
     "bf16 autocast": {"bf16": True},
-    "all: checkpointing + chunked loss + bf16": {"gradient_checkpointing": True, "loss_chunk": 256, "bf16": True},
+    "fixed mmap threshold (1 MiB)": {"malloc_mmap_threshold": 1 << 20},
+    "checkpointing + chunked loss + mmap threshold": {"gradient_checkpointing": True, "loss_chunk": 256,
+                                                      "malloc_mmap_threshold": 1 << 20},
+    "all four + bf16": {"gradient_checkpointing": True, "loss_chunk": 256, "malloc_mmap_threshold": 1 << 20,
+                        "bf16": True},
 }
 
 

@@ -95,6 +95,7 @@ class RunConfig:
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward
     loss_chunk: int = 0               # tokens per cross-entropy chunk; 0: the whole logits tensor at once
     bf16: bool = False                # bfloat16 autocast for the forward pass (the CPU must support it)
+    malloc_mmap_threshold: int = 0    # bytes: larger blocks are mmap'd and returned at free (0: glibc's default)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, copied to the model card
 
     def __post_init__(self) -> None:
@@ -132,6 +133,9 @@ class RunConfig:
         if self.loss_chunk and self.method == "prompt":
             raise ConfigError("loss_chunk: prompt tuning adds its virtual tokens inside peft's forward, so the loss "
                               "cannot be taken from the hidden states; leave loss_chunk at 0")
+        if self.malloc_mmap_threshold and not 4096 <= self.malloc_mmap_threshold <= 32 << 20:
+            raise ConfigError("malloc_mmap_threshold must be 0 (glibc's default) or 4096 to 33554432 bytes "
+                              f"(glibc's maximum), got {self.malloc_mmap_threshold}")
         if self.seq_len > 8192:
             raise ConfigError(f"seq_len {self.seq_len} is over 8192")
         for name, most in MAXIMA.items():

@@ -16,6 +16,13 @@ tokens, 2,048 × 49,152 fp32 values are 0.4 GB per copy. Hence:
   (torch.utils.checkpoint), so the whole logits tensor never exists.
 - `bf16`: bfloat16 autocast of the forward pass; the only lever that changes
   the numbers (rounding), and only faster on CPUs with bf16 instructions.
+- `malloc_mmap_threshold`: glibc serves blocks above its mmap threshold with
+  mmap and returns them to the system at free, but it raises that threshold
+  on its own after each such free, so a training step's large transient
+  tensors soon come from the heap, whose freed space the process keeps: the
+  peak RSS then far exceeds the peak of live tensors. A fixed threshold
+  (mallopt(M_MMAP_THRESHOLD), which also stops the adjusting) keeps RSS at
+  what is live, at the cost of an mmap and fresh zeroed pages per large block.
 
 With the same seed, the first three give the same losses as without them
 (tests/test_finetune.py checks 5 steps to 1e-4); bench/finetune_levers.py
@@ -27,6 +34,23 @@ from __future__ import annotations
 import contextlib
 
 from .config import RunConfig
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def set_allocator(cfg: RunConfig) -> bool:
+    """Fix glibc's mmap threshold for this process (before the model loads); False where that is not glibc."""
+    if not cfg.malloc_mmap_threshold:
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, cfg.malloc_mmap_threshold))
+    except (OSError, AttributeError):  # musl and others have no mallopt: the run goes on with their default
+        return False
 
 
 def enable(model, cfg: RunConfig) -> None:

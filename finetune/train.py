@@ -164,6 +164,7 @@ class Run:
         try:
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
+            levers.set_allocator(cfg)
             model, tokenizer, _ = load_base(cfg.base, self.store_root, cfg.attention)
             torch.manual_seed(cfg.seed)  # adapter initialisation and dropout
             model = wrap(model, cfg)

@@ -168,8 +168,9 @@ def test_train_save_reload_gives_the_same_loss(tiny_store, tmp_path, corpus):
 
 
 @pytest.mark.parametrize("levers", [{"gradient_checkpointing": True}, {"loss_chunk": 7},
-                                    {"gradient_checkpointing": True, "loss_chunk": 16}, {"attention": "eager"}],
-                         ids=["checkpointing", "chunked-loss", "both", "eager-attention"])
+                                    {"gradient_checkpointing": True, "loss_chunk": 16}, {"attention": "eager"},
+                                    {"malloc_mmap_threshold": 1 << 20}],
+                         ids=["checkpointing", "chunked-loss", "both", "eager-attention", "mmap-threshold"])
 def test_memory_levers_change_nothing_in_the_loss(levers, tiny_store, tmp_path, corpus):
     """Same seed, 5 steps (dropout on): every training and validation loss within 1e-4 of the plain run."""
     def losses(run_id, **changes):
