@@ -27,11 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("evaluate", help="held-out perplexity and proof pass@1 of the base and of runs")
     ev.add_argument("runs", nargs="*", help="run ids (their adapters or models); the base is always evaluated")
     ev.add_argument("--base", default="smollm2-135m")
-    ev.add_argument("--blocks", type=int, default=64, help="test blocks for perplexity (default 64)")
+    ev.add_argument("--blocks", type=int, default=64, help="test blocks for perplexity (default 64; 0: skip)")
     ev.add_argument("--seq-len", type=int, default=512)
     ev.add_argument("--proofs", type=int, default=0, help="proof problems (default 0: all)")
     ev.add_argument("--max-new-tokens", type=int, default=96)
     ev.add_argument("--timeout", type=float, default=30.0, help="seconds per coqc check")
+    ev.add_argument("--prompt", default="tail", help="tail: the last 384 tokens before the lemma; retrieval: "
+                    "library and local premises + the tail (finetune/retrieval.py)")
+    ev.add_argument("--samples", type=int, default=0, help="sampled proofs per problem for pass@k (0: greedy only)")
+    ev.add_argument("--temperature", type=float, default=0.8)
     ev.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     pub = sub.add_parser("publish", help="put a run's adapter in the model store (and the remote, if set)")
     pub.add_argument("run_id")
@@ -69,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             from . import evaluate
             results = evaluate.evaluate(args.base, args.runs, jobs_dir, data_dir, blocks=args.blocks,
                                         seq_len=args.seq_len, proofs_limit=args.proofs,
-                                        max_new_tokens=args.max_new_tokens, timeout=args.timeout)
+                                        max_new_tokens=args.max_new_tokens, timeout=args.timeout,
+                                        prompt=args.prompt, samples=args.samples, temperature=args.temperature)
             print(evaluate.table(results))
             if args.out:
                 args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -17,6 +17,7 @@ from typing import Any
 
 METHODS = ("lora", "dora", "ia3", "prompt", "full")
 ATTENTIONS = ("sdpa", "eager")
+TASKS = ("text", "proofs")
 # upper bounds: a request cannot ask for a run that never ends or a batch that fills any memory
 MAXIMA = {"steps": 100_000, "batch_size": 256, "lora_r": 512, "lora_alpha": 4096, "num_virtual_tokens": 1024,
           "log_every": 100_000, "eval_blocks": 4096, "warmup_steps": 100_000, "eval_every": 100_000,
@@ -70,6 +71,7 @@ class RunConfig:
     base: str = "smollm2-135m"        # a text-generation entry of the model store
     adapter: str | None = None        # publish as store entry <base>--<adapter> (None: do not publish)
     corpus: str = "debian"            # "debian" (the split of `python -m finetune data`) or a directory of .v files
+    task: str = "text"                # "text": token blocks of the files; "proofs": retrieval prompt -> proof
     seed: int = 0
     steps: int = 300                  # optimiser steps
     batch_size: int = 4
@@ -126,6 +128,11 @@ class RunConfig:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.weight_decay < 0 or self.max_grad_norm <= 0:
             raise ConfigError("weight_decay must be >= 0 and max_grad_norm > 0")
+        if self.task not in TASKS:
+            raise ConfigError(f"task {self.task!r} is unknown; use one of {', '.join(TASKS)}")
+        if self.task == "proofs" and self.seq_len < 256:
+            raise ConfigError(f"seq_len must be >= 256 for task 'proofs' (a retrieval prompt and a proof), "
+                              f"got {self.seq_len}")
         if self.attention not in ATTENTIONS:
             raise ConfigError(f"attention {self.attention!r} is unknown; use one of {', '.join(ATTENTIONS)}")
         if self.loss_chunk < 0 or self.loss_chunk > 1 << 20:

@@ -33,6 +33,8 @@ class Lemma:
     statement: str   # "Lemma foo : forall n, n + 0 = n."
     proof: str       # the tactics between "Proof." and "Qed."
     offset: int      # where the statement starts in the file
+    end: int = 0     # just past its closing "Qed." / "Defined."
+    closer: str = "Qed"
 
 
 def strip_comments(text: str) -> str:
@@ -50,7 +52,7 @@ def lemmas(text: str) -> list[Lemma]:
         statement = f"{m['kind']} {m['name']}{m['rest']}"
         if "Proof." in statement or "(*" in m["proof"]:
             continue
-        found.append(Lemma(m["name"], statement.strip(), m["proof"].strip(), m.start()))
+        found.append(Lemma(m["name"], statement.strip(), m["proof"].strip(), m.start(), m.end(), m["end"]))
     return found
 
 

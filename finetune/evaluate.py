@@ -15,15 +15,20 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import blocks, coq, proofs
+from . import blocks, coq, proofs, retrieval
 from .config import ConfigError, RunConfig
 from .train import EVAL_SEED, load_base, parameter_counts
 
 CONTEXT_TOKENS = 384
+TEMPERATURE = 0.8   # sampling for pass@k: nucleus sampling (top_p) at this temperature, seeded per problem
+TOP_P = 0.95
+KS = (1, 4, 8)
+PROMPTS = ("tail", "retrieval")
 
 
 def perplexity(model, tokenizer, files: list[Path], count: int, seq_len: int, batch_size: int = 4) -> float:
@@ -40,39 +45,77 @@ def perplexity(model, tokenizer, files: list[Path], count: int, seq_len: int, ba
     return math.exp(total / tokens)
 
 
-def complete(model, tokenizer, context: str, statement: str, max_new_tokens: int) -> str:
+def prompt_for(tokenizer, problem: proofs.Problem, context: str, library) -> str:
+    """The text the model continues: with a library, the retrieval prompt (finetune/retrieval.py); without,
+    the last CONTEXT_TOKENS tokens of the file before the lemma, the statement and "Proof."."""
+    if library is not None:
+        return retrieval.build(tokenizer, context, problem.statement, problem.file, "test", library).text
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"][-CONTEXT_TOKENS:]
+    return tokenizer.decode(ctx) + f"\n\n{problem.statement}\nProof.\n"
+
+
+def complete(model, tokenizer, prompt: str, max_new_tokens: int, samples: int = 0,
+             temperature: float = TEMPERATURE, seed: int = 0) -> list[str]:
+    """The greedy continuation (samples=0), or `samples` sampled ones (seeded), each cut after Qed./Defined."""
     import torch
 
-    head = tokenizer(f"\n\n{statement}\nProof.\n", add_special_tokens=False)["input_ids"]
-    ctx = tokenizer(context, add_special_tokens=False)["input_ids"][-CONTEXT_TOKENS:]
-    ids = torch.tensor([ctx + head])
+    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    options = dict(do_sample=False)
+    if samples:
+        torch.manual_seed(seed)
+        options = dict(do_sample=True, temperature=temperature, top_p=TOP_P, num_return_sequences=samples)
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, stop_strings=["Qed.", "Defined."], tokenizer=tokenizer,
-                             pad_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+                             stop_strings=["Qed.", "Defined."], tokenizer=tokenizer,
+                             pad_token_id=tokenizer.eos_token_id, **options)
+    return [tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in out]
 
 
-def pass_at_1(model, tokenizer, problems: list[proofs.Problem], data_dir: Path, max_new_tokens: int,
-              timeout: float) -> dict[str, Any]:
-    attempts = []
-    for problem in problems:
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimate of pass@k from n samples of which c passed (Chen et al., 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def prove(model, tokenizer, problems: list[proofs.Problem], data_dir: Path, max_new_tokens: int, timeout: float,
+          library=None, samples: int = 0, temperature: float = TEMPERATURE) -> dict[str, Any]:
+    """pass@1 (greedy) and, with `samples`, pass@k for k in KS up to `samples`; coqc judges every attempt."""
+    attempts = []  # (problem, context, kind, proof, generated)
+    for index, problem in enumerate(problems):
         context = problem.context(data_dir)
-        generated = complete(model, tokenizer, context, problem.statement, max_new_tokens)
-        attempts.append((problem, context, coq.proof_of(generated), generated))
+        prompt = prompt_for(tokenizer, problem, context, library)
+        for generated in complete(model, tokenizer, prompt, max_new_tokens):
+            attempts.append((problem, context, "greedy", coq.proof_of(generated)))
+        if samples:
+            for generated in complete(model, tokenizer, prompt, max_new_tokens, samples, temperature, seed=index):
+                attempts.append((problem, context, "sample", coq.proof_of(generated)))
 
-    def check(attempt):
-        problem, context, proof, _ = attempt
+    verdicts: dict[tuple[str, str | None], coq.CheckResult] = {}
+
+    def check(key):
+        problem, proof = key
         if proof is None:
             return coq.CheckResult(False, "no Qed within max_new_tokens")
-        return coq.check(context, problem.statement, proof, timeout)
+        return coq.check(contexts[problem.id], problem.statement, proof, timeout)
 
+    contexts = {a[0].id: a[1] for a in attempts}
+    keys = list(dict.fromkeys((a[0], a[3]) for a in attempts))  # a proof found twice is checked once
     with ThreadPoolExecutor(2) as pool:  # coqc processes: threads suffice
-        results = list(pool.map(check, attempts))
-    solved = [a[0].id for a, r in zip(attempts, results) if r.ok]
-    return {"pass@1": len(solved) / len(problems) if problems else 0.0, "solved": solved,
-            "attempts": [{"id": a[0].id, "proof": a[2], "ok": r.ok, "reason": r.reason[-200:]}
-                         for a, r in zip(attempts, results)]}
+        verdicts = dict(zip(keys, pool.map(check, keys)))
+    greedy = [a for a in attempts if a[2] == "greedy"]
+    solved = [a[0].id for a in greedy if verdicts[(a[0], a[3])].ok]
+    result: dict[str, Any] = {"pass@1": len(solved) / len(problems) if problems else 0.0, "solved": solved,
+                              "prompt": "retrieval" if library is not None else "tail"}
+    if samples:
+        passed = Counter(a[0].id for a in attempts if a[2] == "sample" and verdicts[(a[0], a[3])].ok)
+        result["samples"] = {"n": samples, "temperature": temperature, "top_p": TOP_P}
+        for k in (k for k in KS if k <= samples):
+            result[f"pass@{k}"] = sum(pass_at_k(samples, passed[p.id], k) for p in problems) / len(problems)
+        result["solved_by_sampling"] = sorted(p.id for p in problems if passed[p.id])
+    result["attempts"] = [{"id": a[0].id, "kind": a[2], "proof": a[3], "ok": verdicts[(a[0], a[3])].ok,
+                           "reason": verdicts[(a[0], a[3])].reason[-200:]} for a in attempts]
+    return result
 
 
 def load_run(run_dir: Path, base_model):
@@ -92,7 +135,8 @@ def load_run(run_dir: Path, base_model):
 
 def evaluate(base: str, runs: list[str], jobs_dir: Path, data_dir: Path, blocks: int = 64, seq_len: int = 512,
              proofs_limit: int = 0, max_new_tokens: int = 96, timeout: float = 30.0,
-             store_root: Path | None = None) -> dict[str, Any]:
+             store_root: Path | None = None, prompt: str = "tail", samples: int = 0,
+             temperature: float = TEMPERATURE) -> dict[str, Any]:
     from . import data
 
     test_files = data.split_paths(data_dir, "test")
@@ -102,6 +146,11 @@ def evaluate(base: str, runs: list[str], jobs_dir: Path, data_dir: Path, blocks:
     for run in runs:
         if not (Path(jobs_dir) / run / "config.json").is_file():
             raise ConfigError(f"no run {run!r} in {jobs_dir}")
+    if prompt not in PROMPTS:
+        raise ConfigError(f"prompt {prompt!r} is unknown; use one of {', '.join(PROMPTS)}")
+    if samples < 0 or samples > 64:
+        raise ConfigError(f"samples must be 0 to 64, got {samples}")
+    library = retrieval.Library.training(data_dir, proofs.PACKAGES) if prompt == "retrieval" else None
     results: dict[str, Any] = {"base": base, "test_blocks": blocks, "seq_len": seq_len,
                                "problems": len(problems), "models": {}}
     for name in [None, *runs]:
@@ -117,24 +166,30 @@ def evaluate(base: str, runs: list[str], jobs_dir: Path, data_dir: Path, blocks:
         else:
             entry["method"] = "base"
             entry["parameters"] = parameter_counts(model, RunConfig(run_id="base", method="full"))[1]
-        entry["perplexity"] = perplexity(model, tokenizer, test_files, blocks, seq_len)
-        entry.update(pass_at_1(model, tokenizer, problems, data_dir, max_new_tokens, timeout))
+        if blocks:
+            entry["perplexity"] = perplexity(model, tokenizer, test_files, blocks, seq_len)
+        entry.update(prove(model, tokenizer, problems, data_dir, max_new_tokens, timeout, library, samples,
+                           temperature))
         entry["eval_seconds"] = round(time.perf_counter() - began, 1)
         results["models"][name or base] = entry
-    base_ppl = results["models"][base]["perplexity"]
-    for entry in results["models"].values():
-        entry["perplexity_change"] = entry["perplexity"] / base_ppl - 1
+    if blocks:
+        base_ppl = results["models"][base]["perplexity"]
+        for entry in results["models"].values():
+            entry["perplexity_change"] = entry["perplexity"] / base_ppl - 1
     return results
 
 
 def table(results: dict[str, Any]) -> str:
+    ks = [k for k in KS if k > 1 and any(f"pass@{k}" in e for e in results["models"].values())]
     rows = ["| model | method | trainable params | % of base | train time (s) | peak RSS (MB) | perplexity | "
-            "vs base | pass@1 |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "vs base | pass@1 |" + "".join(f" pass@{k} |" for k in ks),
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(ks)]
+    n = results["problems"]
     for name, e in results["models"].items():
         t = e.get("training", {})
+        ppl = (f"{e['perplexity']:.2f} | {100 * e['perplexity_change']:+.1f}%" if "perplexity" in e else "- | -")
         rows.append(f"| {name} | {e['method']} | {t.get('trainable_parameters', 0):,} | "
                     f"{t.get('trainable_percent', 0):.2f} | {t.get('train_seconds', '-')} | "
-                    f"{t.get('peak_rss_mb', '-')} | {e['perplexity']:.2f} | {100 * e['perplexity_change']:+.1f}% | "
-                    f"{len(e['solved'])}/{results['problems']} ({100 * e['pass@1']:.1f}%) |")
+                    f"{t.get('peak_rss_mb', '-')} | {ppl} | {len(e['solved'])}/{n} ({100 * e['pass@1']:.1f}%) |"
+                    + "".join(f" {n * e[f'pass@{k}']:.1f}/{n} |" for k in ks))
     return "\n".join(rows)

@@ -68,30 +68,33 @@ def autocast(cfg: RunConfig):
 
 
 def loss(model, batch, cfg: RunConfig):
-    """Mean next-token cross-entropy of `batch` (labels = the inputs shifted by one), as transformers
-    computes it for a causal LM."""
+    """Mean next-token cross-entropy of `batch`, as transformers computes it for a causal LM: a token tensor
+    (every next token is a target) or an (input_ids, labels) pair whose -100 labels are not targets."""
+    ids, labels = batch if isinstance(batch, tuple) else (batch, batch)
     with autocast(cfg):
         if not cfg.loss_chunk or cfg.method == "prompt":  # prompt tuning prepends tokens inside peft's forward
-            return model(input_ids=batch, labels=batch).loss
-        return chunked_loss(model, batch, cfg.loss_chunk)
+            return model(input_ids=ids, labels=labels).loss
+        return chunked_loss(model, ids, labels, cfg.loss_chunk)
 
 
-def chunked_loss(model, batch, chunk: int):
+def chunked_loss(model, ids, labels, chunk: int):
     import torch
     import torch.nn.functional as F
     from torch.utils.checkpoint import checkpoint
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = causal_lm.model(input_ids=batch).last_hidden_state  # after the final norm
+    hidden = causal_lm.model(input_ids=ids).last_hidden_state  # after the final norm
     states = hidden[:, :-1, :].reshape(-1, hidden.shape[-1])
-    targets = batch[:, 1:].reshape(-1)
+    targets = labels[:, 1:].reshape(-1)
     head = causal_lm.lm_head
 
     def piece(h, y):
-        return F.cross_entropy(head(h).float(), y, reduction="sum")
+        return F.cross_entropy(head(h).float(), y, reduction="sum", ignore_index=-100)
 
     total = torch.zeros((), dtype=torch.float32)
     for start in range(0, len(targets), chunk):
+        if (targets[start:start + chunk] == -100).all():
+            continue  # nothing to predict here (a prompt): its logits need not exist at all
         total = total + checkpoint(piece, states[start:start + chunk], targets[start:start + chunk],
                                    use_reentrant=False)
-    return total / len(targets)
+    return total / (targets != -100).sum().clamp(min=1)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import blocks, card, jobs, levers
+from . import blocks, card, examples, jobs, levers
 from .config import ConfigError, RunConfig, default_data_dir, default_jobs_dir
 
 EVAL_SEED = 0  # validation blocks do not depend on the run's seed, so runs are compared on the same tokens
@@ -113,9 +113,10 @@ def mean_loss(model, batches, cfg: RunConfig | None = None) -> float:
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in batches:
-            step_loss = levers.loss(model, batch, cfg) if cfg else model(input_ids=batch, labels=batch).loss
-            total += float(step_loss) * len(batch)
-            count += len(batch)
+            ids, labels = batch if isinstance(batch, tuple) else (batch, batch)
+            step_loss = levers.loss(model, batch, cfg) if cfg else model(input_ids=ids, labels=labels).loss
+            total += float(step_loss) * len(ids)
+            count += len(ids)
     model.train(was_training)
     return total / count
 
@@ -144,7 +145,8 @@ class Run:
             blocks.files_for(self.cfg.corpus, self.data_dir, split)
         base_entry(self.cfg.base, self.store_root)
         saved = self.dir.path / "config.json"
-        if saved.is_file() and json.loads(saved.read_text()) != self.cfg.to_dict():
+        # read back as a config: a field added since the run began takes its default, not "another config"
+        if saved.is_file() and RunConfig.from_dict(json.loads(saved.read_text())).to_dict() != self.cfg.to_dict():
             raise ConfigError(f"run_id {self.cfg.run_id!r} exists with another config; "
                               "use a new run_id or the same config to resume")
 
@@ -170,13 +172,8 @@ class Run:
             model = wrap(model, cfg)
             levers.enable(model, cfg)
             trainable, base_params = parameter_counts(model, cfg)
-            train_files = blocks.files_for(cfg.corpus, self.data_dir, "train")
-            train_blocks = blocks.make_blocks(tokenizer, train_files, cfg.seq_len, cfg.steps * cfg.batch_size,
-                                              cfg.seed)
-            order = torch.randperm(len(train_blocks), generator=torch.Generator().manual_seed(cfg.seed))
-            val_blocks = blocks.make_blocks(tokenizer, blocks.files_for(cfg.corpus, self.data_dir, "validation"),
-                                            cfg.seq_len, cfg.eval_blocks, EVAL_SEED)
-            val_batches = val_blocks.split(cfg.batch_size)
+            train_ids, train_labels, val_batches = self._data(tokenizer)
+            order = torch.randperm(len(train_ids), generator=torch.Generator().manual_seed(cfg.seed))
 
             params = [p for p in model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -193,8 +190,8 @@ class Run:
                     self._save(model, optimizer, scheduler, step, train_seconds)
                     raise Cancelled(f"cancelled at step {step}")
                 began = time.perf_counter()
-                batch = train_blocks[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
-                loss = levers.loss(model, batch, cfg)
+                rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                loss = levers.loss(model, examples.trim(train_ids[rows], train_labels[rows]), cfg)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
@@ -233,6 +230,26 @@ class Run:
         self.dir.set_status("succeeded", step=cfg.steps, total=cfg.steps, progress=1.0,
                             message=f"eval loss {metrics['eval_loss']:.3f}")
         return metrics
+
+    def _data(self, tokenizer):
+        """Training rows (input_ids, labels) for every step, and the validation batches; labels are the ids
+        themselves for token blocks, the proof only for proof examples."""
+        cfg = self.cfg
+        count = cfg.steps * cfg.batch_size
+        if cfg.task == "proofs":
+            lib = examples.library(cfg.corpus, self.data_dir)
+            ids, labels = examples.make_examples(tokenizer, cfg.corpus, self.data_dir, "train", lib, cfg.seq_len,
+                                                 count, cfg.seed)
+            val_ids, val_labels = examples.make_examples(tokenizer, cfg.corpus, self.data_dir, "validation", lib,
+                                                         cfg.seq_len, cfg.eval_blocks, EVAL_SEED)
+        else:
+            ids = labels = blocks.make_blocks(tokenizer, blocks.files_for(cfg.corpus, self.data_dir, "train"),
+                                              cfg.seq_len, count, cfg.seed)
+            val_ids = val_labels = blocks.make_blocks(
+                tokenizer, blocks.files_for(cfg.corpus, self.data_dir, "validation"), cfg.seq_len, cfg.eval_blocks,
+                EVAL_SEED)
+        val = [examples.trim(i, l) for i, l in zip(val_ids.split(cfg.batch_size), val_labels.split(cfg.batch_size))]
+        return ids, labels, val
 
     # --- checkpoints --------------------------------------------------------------
     def _trainable_state(self, model) -> dict[str, Any]:

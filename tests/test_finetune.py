@@ -185,6 +185,46 @@ def test_memory_levers_change_nothing_in_the_loss(levers, tiny_store, tmp_path, 
             assert (a is None) == (b is None) and (a is None or abs(a - b) < 1e-4), (step, a, b)
 
 
+def test_proof_examples_are_the_evaluation_prompt_with_the_proof_as_the_only_target(tiny_store, tmp_path, corpus):
+    from finetune import examples
+    from finetune.train import load_base
+
+    _, tokenizer, _ = load_base(BASE, tiny_store)
+    lib = examples.library(str(corpus), tmp_path)
+    assert lib.files == ["lists.v", "logic.v", "nat_facts.v"]  # bools.v is held out (the 1st of every 10 files)
+    ids, labels = examples.make_examples(tokenizer, str(corpus), tmp_path, "train", lib, 256, 6, seed=0)
+    proofs_by_statement = {l.statement: l.proof for text in COQ_FILES.values() for l in coq.lemmas(text)}
+    for row_ids, row_labels in zip(ids, labels):
+        targets = row_labels != examples.IGNORE
+        first = int(targets.nonzero()[0])
+        assert (row_labels[targets] == row_ids[targets]).all() and targets[first:int(targets.nonzero()[-1]) + 1].all()
+        prompt, target = tokenizer.decode(row_ids[:first]), tokenizer.decode(row_ids[row_labels != examples.IGNORE])
+        statement = prompt.rsplit("\n\n", 1)[1].removesuffix("\nProof.\n")
+        assert target == f"{proofs_by_statement[statement]}\nQed.<|endoftext|>"
+    ids, labels = examples.make_examples(tokenizer, str(corpus), tmp_path, "train", lib, 2048, 2, seed=0)
+    trimmed_ids, trimmed_labels = examples.trim(ids, labels)
+    assert trimmed_ids.shape[1] < 2048 and (trimmed_labels[:, -1] != examples.IGNORE).any()
+
+
+@pytest.mark.parametrize("levers", [{"loss_chunk": 16, "gradient_checkpointing": True}, {"bf16": False}],
+                         ids=["chunked-and-checkpointed", "plain-again"])
+def test_proof_task_trains_on_proofs_and_its_levers_change_nothing(levers, tiny_store, tmp_path, corpus):
+    def losses(run_id, **changes):
+        cfg = config(corpus, run_id=run_id, task="proofs", seq_len=256, steps=4, eval_every=2, **changes)
+        metrics = run(cfg, tiny_store, tmp_path).train()
+        assert metrics["eval_loss"] < metrics["initial_eval_loss"]
+        return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in RunDir(tmp_path / "jobs" / run_id).metrics()]
+
+    plain, levered = losses("plain"), losses("levered", **levers)
+    for (step, loss, val), (_, loss2, val2) in zip(plain, levered):
+        for a, b in ((loss, loss2), (val, val2)):
+            assert (a is None) == (b is None) and (a is None or abs(a - b) < 1e-4), (step, a, b)
+    with pytest.raises(ConfigError, match="seq_len must be >= 256 for task 'proofs'"):
+        config(corpus, task="proofs", seq_len=128)
+    with pytest.raises(ConfigError, match="task 'qa' is unknown"):
+        config(corpus, task="qa")
+
+
 def test_resume_continues_from_the_checkpoint(tiny_store, tmp_path, corpus, monkeypatch):
     import torch
     from safetensors.torch import load_file
