@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train":
             from .train import Cancelled, Run
             cfg = RunConfig.from_file(args.config)
+            run = Run(cfg, jobs_dir, data_dir=data_dir, progress=not args.no_progress)
+            run.dir.clear_cancel()  # a cancel was for the command it stopped; this one resumes
             try:
-                metrics = Run(cfg, jobs_dir, data_dir=data_dir, progress=not args.no_progress).train()
+                metrics = run.train()
             except (Cancelled, KeyboardInterrupt) as exc:
                 print(f"{cfg.run_id}: stopped ({exc or 'interrupted'}); run the same command to resume",
                       file=sys.stderr)

@@ -9,8 +9,13 @@ from typing import Any
 from .config import RunConfig
 
 
-def model_card(cfg: RunConfig, metrics: dict[str, Any], evaluation: dict[str, Any] | None = None) -> str:
+def model_card(cfg: RunConfig, metrics: dict[str, Any], evaluation: dict[str, Any] | None = None,
+               data_dir: Path | None = None) -> str:
     what = "a full fine-tune" if cfg.method == "full" else f"a {cfg.method} adapter (peft)"
+    task = ("token blocks of the files (next-token prediction)" if cfg.task == "text" else
+            "proof examples: the evaluation's retrieval prompt (finetune/retrieval.py: library premises from the "
+            "training files, earlier premises of the lemma's file, its tail, the statement) with the proof as "
+            "the only target")
     lines = [
         "---",
         f"base_model: {cfg.base}",
@@ -21,9 +26,19 @@ def model_card(cfg: RunConfig, metrics: dict[str, Any], evaluation: dict[str, An
         "",
         f"{what} of `{cfg.base}` trained on Coq sources: "
         + ("the training split of the Debian libcoq-* corpus (`python -m finetune data`; licences per library "
-           "in finetune/DATA_CARD.md)." if cfg.corpus == "debian" else f"the `.v` files under `{cfg.corpus}`."),
+           "below and in finetune/DATA_CARD.md)." if cfg.corpus == "debian" else f"the `.v` files under `{cfg.corpus}`.")
+        + f" Task: {task}.",
         "",
         "Intended use: completing Coq proofs and Coq source; it knows nothing the base did not, apart from style.",
+        "",
+        "## Reproduce",
+        "",
+        "Save the configuration below as `run.json`, then (AIGC Functions' repository, `bash run.sh setup`):",
+        "",
+        "```bash",
+        *([".venv/bin/python -m finetune data"] if cfg.corpus == "debian" else []),
+        ".venv/bin/python -m finetune train run.json",
+        "```",
         "",
         "## Training",
         "",
@@ -36,14 +51,29 @@ def model_card(cfg: RunConfig, metrics: dict[str, Any], evaluation: dict[str, An
         "| | |",
         "|---|---|",
     ]
-    for key in ("trainable_parameters", "trainable_percent", "train_tokens", "train_seconds",
+    for key in ("trainable_parameters", "trainable_percent", "train_tokens", "target_tokens", "train_seconds",
                 "train_tokens_per_second", "peak_rss_mb", "initial_eval_loss", "eval_loss"):
         if metrics.get(key) is not None:
             lines.append(f"| {key} | {metrics[key]} |")
     for key, value in sorted((evaluation or {}).items()):
         lines.append(f"| {key} | {value} |")
+    lines += _licences(cfg, data_dir)
     lines.append("")
     return "\n".join(lines)
+
+
+def _licences(cfg: RunConfig, data_dir: Path | None) -> list[str]:
+    """The Debian packages the corpus came from, with version and licence (from split.json)."""
+    split = Path(data_dir or "") / "split.json"
+    if cfg.corpus != "debian" or data_dir is None or not split.is_file():
+        return []
+    summary = json.loads(split.read_text())
+    packages = summary.get("packages", {})
+    rows = ["", "## Data and licences", "", f"split_digest `{summary.get('split_digest')}`",
+            "", "| package | version | files | licence |", "|---|---|---:|---|"]
+    for name, p in sorted(packages.items()):
+        rows.append(f"| {name} | {p.get('version')} | {p.get('files')} | {p.get('licence', {}).get('main')} |")
+    return rows
 
 
 def loss_plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:

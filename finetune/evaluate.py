@@ -1,13 +1,18 @@
-"""Evaluation: held-out perplexity and proof-completion pass@1, for the base model and for trained runs.
+"""Evaluation: held-out perplexity and proof-completion pass@1/pass@k, for the base model and for trained runs.
 
     python -m finetune evaluate smollm2-coq-lora --out finetune/results/eval.json
+    python -m finetune evaluate RUN --prompt retrieval --samples 8      # retrieval prompts, pass@4 and pass@8
 
 Perplexity is exp(mean next-token cross-entropy) over `blocks` blocks of
 `seq_len` tokens from the test split (files in a fixed order, seed 0), the
-same tokens for every model. pass@1: for each problem the model sees the end
-of the file before the lemma (CONTEXT_TOKENS), the statement and "Proof.",
-and continues greedily until "Qed."/"Defined." or `max_new_tokens`; the
-proof is then compiled by `coqc` in the full file context, with a time limit.
+same tokens for every model. pass@1: for each problem the model sees its
+prompt — the end of the file before the lemma (CONTEXT_TOKENS), the
+statement and "Proof."; or, with `--prompt retrieval`, retrieval.build's
+prompt — and continues greedily until "Qed."/"Defined." or
+`max_new_tokens`; the proof is then compiled by `coqc` in the full file
+context, with a time limit. pass@k (k = 4, 8) comes from `--samples n`
+sampled continuations per problem (seeded; TEMPERATURE, TOP_P) by the
+unbiased estimator; coqc judges each distinct proof once.
 """
 
 from __future__ import annotations
@@ -150,6 +155,8 @@ def evaluate(base: str, runs: list[str], jobs_dir: Path, data_dir: Path, blocks:
         raise ConfigError(f"prompt {prompt!r} is unknown; use one of {', '.join(PROMPTS)}")
     if samples < 0 or samples > 64:
         raise ConfigError(f"samples must be 0 to 64, got {samples}")
+    if samples and not 0 < temperature <= 2:
+        raise ConfigError(f"temperature must be in (0, 2], got {temperature}")
     library = retrieval.Library.training(data_dir, proofs.PACKAGES) if prompt == "retrieval" else None
     results: dict[str, Any] = {"base": base, "test_blocks": blocks, "seq_len": seq_len,
                                "problems": len(problems), "models": {}}

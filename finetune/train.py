@@ -174,6 +174,7 @@ class Run:
             trainable, base_params = parameter_counts(model, cfg)
             train_ids, train_labels, val_batches = self._data(tokenizer)
             order = torch.randperm(len(train_ids), generator=torch.Generator().manual_seed(cfg.seed))
+            self._count_tokens(train_ids, train_labels, order)
 
             params = [p for p in model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -251,6 +252,17 @@ class Run:
         val = [examples.trim(i, l) for i, l in zip(val_ids.split(cfg.batch_size), val_labels.split(cfg.batch_size))]
         return ids, labels, val
 
+    def _count_tokens(self, ids, labels, order) -> None:
+        """Tokens the whole run computes on (rows as trimmed per batch) and of those the targets: for token
+        blocks both are steps x batch x seq_len; proof examples are shorter and mostly prompt."""
+        size = self.cfg.batch_size
+        self.tokens = self.targets = 0
+        for step in range(self.cfg.steps):
+            rows = order[step * size:(step + 1) * size]
+            batch_ids, batch_labels = examples.trim(ids[rows], labels[rows])
+            self.tokens += batch_ids.numel()
+            self.targets += int((batch_labels != examples.IGNORE).sum())
+
     # --- checkpoints --------------------------------------------------------------
     def _trainable_state(self, model) -> dict[str, Any]:
         return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -292,11 +304,11 @@ class Run:
         losses = [r["loss"] for r in rows if "loss" in r]
         metrics = {
             "run_id": cfg.run_id, "method": cfg.method, "base": cfg.base, "steps": cfg.steps,
-            "train_tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
+            "train_tokens": self.tokens, "target_tokens": self.targets,
             "trainable_parameters": trainable, "base_parameters": base_params,
             "trainable_percent": round(100 * trainable / base_params, 4),
             "train_seconds": round(train_seconds, 1),
-            "train_tokens_per_second": round(cfg.steps * cfg.batch_size * cfg.seq_len / max(train_seconds, 1e-9), 1),
+            "train_tokens_per_second": round(self.tokens / max(train_seconds, 1e-9), 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "initial_eval_loss": evals[0] if evals else None, "eval_loss": evals[-1] if evals else None,
             "final_train_loss": losses[-1] if losses else None,
@@ -305,7 +317,7 @@ class Run:
         model.save_pretrained(out)  # peft: adapter_config.json + adapter_model.safetensors
         if cfg.method == "full":
             tokenizer.save_pretrained(out)
-        (out / "README.md").write_text(card.model_card(cfg, metrics))
+        (out / "README.md").write_text(card.model_card(cfg, metrics, data_dir=self.data_dir))
         (self.dir.path / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         card.loss_plot(rows, self.dir.path / "loss.png", title=f"{cfg.run_id} ({cfg.method})")
         if cfg.adapter:

@@ -276,6 +276,18 @@ def test_cancel_stops_at_a_step_boundary_and_the_run_resumes(tiny_store, tmp_pat
     assert r.train()["steps"] == 6 and r.dir.status()["state"] == "succeeded"
 
 
+def test_the_train_command_resumes_after_the_cancel_command(tiny_store, tmp_path, corpus, monkeypatch):
+    monkeypatch.setenv("AIGC_MODEL_STORE", str(tiny_store))
+    cfg_file = tmp_path / "run.json"
+    cfg_file.write_text(json.dumps(config(corpus).to_dict()))
+    jobs_dir = tmp_path / "jobs"
+    (jobs_dir / "t1").mkdir(parents=True)
+    assert cli(["--jobs-dir", str(jobs_dir), "cancel", "t1"]) == 0  # asked before the command below starts
+    assert cli(["--jobs-dir", str(jobs_dir), "--data-dir", str(tmp_path), "train", "--no-progress",
+                str(cfg_file)]) == 0
+    assert RunDir(jobs_dir / "t1").status()["state"] == "succeeded"
+
+
 @pytest.mark.parametrize("method", ["dora", "ia3", "prompt", "full"])
 def test_other_methods_train_and_count_their_parameters(method, tiny_store, tmp_path, corpus):
     metrics = run(config(corpus, method=method, steps=2, eval_every=0), tiny_store, tmp_path).train()

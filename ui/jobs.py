@@ -13,13 +13,14 @@ token of the function (AIGC_UI_FINETUNE_TOKEN).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import OrderedDict
 
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 
-from finetune.config import METHODS, ConfigError, RunConfig, field_of
+from finetune.config import METHODS, TASKS, ConfigError, RunConfig, field_of
 
 from . import catalog
 from .gateway import GatewayError
@@ -33,6 +34,7 @@ FIELDS = (
     ("base", "choice", "Base model", "a text-generation model of the gateway's store"),
     ("adapter", "text", "Adapter name", "publish as base:adapter when done (leave empty to publish later)"),
     ("corpus", "text", "Corpus", "'debian' or a folder name under the function's corpora"),
+    ("task", "choice", "Task", "text: token blocks of the corpus; proofs: retrieval prompt to proof (seq_len >= 256)"),
     ("steps", "int", "Steps", "optimiser steps"),
     ("batch_size", "int", "Batch", "blocks per step"),
     ("seq_len", "int", "Sequence length", "tokens per block"),
@@ -51,9 +53,17 @@ OPTIONAL = {"adapter"}
 MAX_SUBMITTED = 256  # runs this UI queued and not yet seen by the function, remembered for their pages
 
 
-def _defaults() -> dict[str, str]:
+CHOICES = {"method": METHODS, "task": TASKS}  # fields shown as a list (the base's list comes from the store)
+
+
+@functools.cache
+def _default_values() -> tuple[tuple[str, str], ...]:
     d = RunConfig(run_id="x").to_dict()
-    return {name: "" if name in ("run_id", "adapter") else str(d[name]) for name, *_ in FIELDS}
+    return tuple((name, "" if name in ("run_id", "adapter") else str(d[name])) for name, *_ in FIELDS)
+
+
+def _defaults() -> dict[str, str]:
+    return dict(_default_values())
 
 
 def _submitted() -> OrderedDict:
@@ -147,7 +157,7 @@ def new():
             if not errors:
                 flash(f"Run {raw['run_id']} queued on {config().finetune_function}.", "ok")
                 return redirect(url_for(".run", run_id=raw["run_id"]))
-    page = render_template("job_new.html", fields=FIELDS, values=values, errors=errors, methods=METHODS,
+    page = render_template("job_new.html", fields=FIELDS, values=values, errors=errors, choices=CHOICES,
                            bases=bases or [], defaults=_defaults())
     return page, 400 if errors else 200
 
