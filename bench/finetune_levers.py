@@ -57,6 +57,26 @@ def one_run(name: str, changes: dict, steps: int, work: Path) -> dict:
     return {k: metrics[k] for k in ("peak_rss_mb", "train_tokens_per_second", "final_train_loss")}
 
 
+def summarize(results: dict[str, list[dict]], args) -> str:
+    """Medians per lever (of the rounds done) into OUT/summary.md and summary.json; returns the table."""
+    median = {n: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for n, rows in results.items() if rows}
+    base = median.get("baseline (sdpa)")
+    lines = [f"`python bench/finetune_levers.py --runs {args.runs} --steps {args.steps}` (medians of the runs "
+             f"column; batch 4 × 512 tokens, SmolLM2-135M + LoRA r4 all-linear)", "",
+             "| lever | runs | peak RSS MB | × baseline | train tokens/s | × baseline | final train loss |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, m in median.items():
+        rss = f"{m['peak_rss_mb'] / base['peak_rss_mb']:.2f}" if base else "—"
+        tps = f"{m['train_tokens_per_second'] / base['train_tokens_per_second']:.2f}" if base else "—"
+        lines.append(f"| {name} | {len(results[name])} | {m['peak_rss_mb']:.0f} | {rss} | "
+                     f"{m['train_tokens_per_second']:.0f} | {tps} | {m['final_train_loss']:.4f} |")
+    table = "\n".join(lines)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "summary.md").write_text(table + "\n")
+    (OUT / "summary.json").write_text(json.dumps({"runs": results, "median": median}, indent=1))
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5, help="rounds (medians over them)")
@@ -74,21 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in order:
                 results[name].append(one_run(name, LEVERS[name], args.steps, Path(tmp)))
                 print(f"round {round_ + 1}/{args.runs} {name}: {results[name][-1]}", flush=True)
-    median = {n: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for n, rows in results.items()}
-    base = median.get("baseline (sdpa)")
-    lines = [f"`python bench/finetune_levers.py --runs {args.runs} --steps {args.steps}` (medians of {args.runs}; "
-             f"batch 4 × 512 tokens, SmolLM2-135M + LoRA r4 all-linear)", "",
-             "| lever | peak RSS MB | × baseline | train tokens/s | × baseline | final train loss |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, m in median.items():
-        rss = f"{m['peak_rss_mb'] / base['peak_rss_mb']:.2f}" if base else "—"
-        tps = f"{m['train_tokens_per_second'] / base['train_tokens_per_second']:.2f}" if base else "—"
-        lines.append(f"| {name} | {m['peak_rss_mb']:.0f} | {rss} | {m['train_tokens_per_second']:.0f} | {tps} | "
-                     f"{m['final_train_loss']:.4f} |")
-    table = "\n".join(lines)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "summary.md").write_text(table + "\n")
-    (OUT / "summary.json").write_text(json.dumps({"runs": results, "median": median}, indent=1))
+            table = summarize(results, args)  # after every round: a run cut short keeps its medians so far
     print(table)
     return 0
 

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                     "library and local premises + the tail (finetune/retrieval.py)")
     ev.add_argument("--samples", type=int, default=0, help="sampled proofs per problem for pass@k (0: greedy only)")
     ev.add_argument("--temperature", type=float, default=0.8)
+    ev.add_argument("--no-base", action="store_true", help="evaluate only the runs named")
     ev.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     pub = sub.add_parser("publish", help="put a run's adapter in the model store (and the remote, if set)")
     pub.add_argument("run_id")
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             results = evaluate.evaluate(args.base, args.runs, jobs_dir, data_dir, blocks=args.blocks,
                                         seq_len=args.seq_len, proofs_limit=args.proofs,
                                         max_new_tokens=args.max_new_tokens, timeout=args.timeout,
-                                        prompt=args.prompt, samples=args.samples, temperature=args.temperature)
+                                        prompt=args.prompt, samples=args.samples, temperature=args.temperature,
+                                        with_base=not args.no_base)
             print(evaluate.table(results))
             if args.out:
                 args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import data
+
+if TYPE_CHECKING:
+    import torch
 
 
 def files_for(corpus: str, data_dir: Path, split: str) -> list[Path]:

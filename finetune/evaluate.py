@@ -141,7 +141,7 @@ def load_run(run_dir: Path, base_model):
 def evaluate(base: str, runs: list[str], jobs_dir: Path, data_dir: Path, blocks: int = 64, seq_len: int = 512,
              proofs_limit: int = 0, max_new_tokens: int = 96, timeout: float = 30.0,
              store_root: Path | None = None, prompt: str = "tail", samples: int = 0,
-             temperature: float = TEMPERATURE) -> dict[str, Any]:
+             temperature: float = TEMPERATURE, with_base: bool = True) -> dict[str, Any]:
     from . import data
 
     test_files = data.split_paths(data_dir, "test")
@@ -160,7 +160,9 @@ def evaluate(base: str, runs: list[str], jobs_dir: Path, data_dir: Path, blocks:
     library = retrieval.Library.training(data_dir, proofs.PACKAGES) if prompt == "retrieval" else None
     results: dict[str, Any] = {"base": base, "test_blocks": blocks, "seq_len": seq_len,
                                "problems": len(problems), "models": {}}
-    for name in [None, *runs]:
+    if not with_base and not runs:
+        raise ConfigError("nothing to evaluate: name a run, or keep the base")
+    for name in [None, *runs] if with_base else runs:
         began = time.perf_counter()
         model, tokenizer, _ = load_base(base, store_root)
         entry: dict[str, Any] = {}
@@ -179,7 +181,7 @@ def evaluate(base: str, runs: list[str], jobs_dir: Path, data_dir: Path, blocks:
                            temperature))
         entry["eval_seconds"] = round(time.perf_counter() - began, 1)
         results["models"][name or base] = entry
-    if blocks:
+    if blocks and with_base:
         base_ppl = results["models"][base]["perplexity"]
         for entry in results["models"].values():
             entry["perplexity_change"] = entry["perplexity"] / base_ppl - 1
@@ -194,7 +196,8 @@ def table(results: dict[str, Any]) -> str:
     n = results["problems"]
     for name, e in results["models"].items():
         t = e.get("training", {})
-        ppl = (f"{e['perplexity']:.2f} | {100 * e['perplexity_change']:+.1f}%" if "perplexity" in e else "- | -")
+        ppl = (f"{e['perplexity']:.2f} | " if "perplexity" in e else "- | ") + (
+            f"{100 * e['perplexity_change']:+.1f}%" if "perplexity_change" in e else "-")
         rows.append(f"| {name} | {e['method']} | {t.get('trainable_parameters', 0):,} | "
                     f"{t.get('trainable_percent', 0):.2f} | {t.get('train_seconds', '-')} | "
                     f"{t.get('peak_rss_mb', '-')} | {ppl} | {len(e['solved'])}/{n} ({100 * e['pass@1']:.1f}%) |"

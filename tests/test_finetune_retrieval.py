@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from finetune import coq, data, proofs, retrieval
-from test_finetune import _gpt2_tokenizer_json
+from test_finetune import _gpt2_tokenizer_json, tiny_store  # noqa: F401 - a fixture
 
 PKG = "libcoq-stdlib"
 FILES = {
@@ -188,3 +188,35 @@ def test_every_retrieved_item_of_the_real_problem_set_has_allowed_provenance(tok
     assert all(p.retrieved for p in prompts)
     for problem, prompt in zip(problems, prompts):
         check_provenance(REAL, problem, prompt, split_of)
+
+
+# --- evaluation with retrieval prompts and sampling ----------------------------------------------------------
+
+def test_pass_at_k_is_the_unbiased_estimate():
+    from finetune.evaluate import pass_at_k
+
+    assert pass_at_k(8, 0, 4) == 0.0 and pass_at_k(8, 8, 1) == 1.0 and pass_at_k(8, 5, 4) == 1.0
+    assert pass_at_k(8, 2, 1) == pytest.approx(0.25)
+    assert pass_at_k(8, 2, 4) == pytest.approx(1 - 15 / 70)  # 1 - C(6,4)/C(8,4)
+
+
+def test_evaluate_samples_and_judges_every_attempt_with_retrieval_prompts(corpus, tiny_store):
+    from finetune import evaluate
+    from finetune.config import ConfigError
+
+    problems = problems_of(corpus, f"{PKG}/theories/Lists/Goal.v")[:2]
+    (corpus / "proofs.jsonl").write_text("".join(json.dumps(p.__dict__) + "\n" for p in problems))
+    jobs = corpus / "jobs"
+    results = evaluate.evaluate("tiny-llama", [], jobs, corpus, blocks=1, seq_len=32,
+                                max_new_tokens=6, store_root=tiny_store, prompt="retrieval", samples=4)
+    entry = results["models"]["tiny-llama"]
+    assert entry["prompt"] == "retrieval" and entry["samples"]["n"] == 4
+    assert [a["kind"] for a in entry["attempts"]] == (["greedy"] + ["sample"] * 4) * 2
+    assert all(not a["ok"] and a["reason"] for a in entry["attempts"])  # random weights prove nothing
+    assert entry["pass@1"] == entry["pass@4"] == 0.0 and "pass@8" not in entry
+    assert "| pass@4 |" in evaluate.table(results)
+    for bad, message in (({"prompt": "oracle"}, "prompt 'oracle' is unknown"),
+                         ({"samples": 65}, "samples must be 0 to 64"),
+                         ({"samples": 2, "temperature": 0}, "temperature must be in")):
+        with pytest.raises(ConfigError, match=message):
+            evaluate.evaluate("tiny-llama", [], jobs, corpus, store_root=tiny_store, **bad)
