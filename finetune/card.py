@@ -67,8 +67,12 @@ def _licences(cfg: RunConfig, data_dir: Path | None) -> list[str]:
     split = Path(data_dir or "") / "split.json"
     if cfg.corpus != "debian" or data_dir is None or not split.is_file():
         return []
+    from .examples import PACKAGES as PROOF_PACKAGES
+
     summary = json.loads(split.read_text())
     packages = summary.get("packages", {})
+    if cfg.task == "proofs":  # proof examples come from the checker's library only
+        packages = {name: p for name, p in packages.items() if name in PROOF_PACKAGES}
     rows = ["", "## Data and licences", "", f"split_digest `{summary.get('split_digest')}`",
             "", "| package | version | files | licence |", "|---|---|---:|---|"]
     for name, p in sorted(packages.items()):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import blocks, coq, data, proofs, retrieval
 
+PACKAGES = proofs.PACKAGES  # the checker's library: what proofs are evaluated in, and so what is learned from
 MAX_PROOF_CHARS = 400   # twice the evaluation set's bound: longer proofs teach little a 135M model can use
 IGNORE = -100
 
@@ -24,7 +25,7 @@ def sources(corpus: str, data_dir: Path, split: str) -> list[tuple[str, Path]]:
     if corpus == "debian":
         root = Path(data_dir) / "debs"
         return [(key, path) for path in data.split_paths(data_dir, split)
-                if (key := path.relative_to(root).as_posix()).split("/")[0] in proofs.PACKAGES]
+                if (key := path.relative_to(root).as_posix()).split("/")[0] in PACKAGES]
     root = Path(corpus)
     return [(path.relative_to(root).as_posix(), path) for path in blocks.files_for(corpus, data_dir, split)]
 

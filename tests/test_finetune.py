@@ -490,3 +490,19 @@ def _numel(shape) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def test_the_model_card_names_the_data_its_licences_and_the_command(tmp_path):
+    from finetune import card
+
+    (tmp_path / "split.json").write_text(json.dumps({"split_digest": "abc", "packages": {
+        "libcoq-stdlib": {"version": "8.16", "files": 3, "licence": {"main": "LGPL-2.1"}},
+        "libcoq-hott": {"version": "1.0", "files": 2, "licence": {"main": "BSD-2-clause"}}}}))
+    metrics = {"trainable_parameters": 10, "eval_loss": 1.5}
+    text = card.model_card(RunConfig(run_id="r", task="text"), metrics, data_dir=tmp_path)
+    assert "| libcoq-hott | 1.0 | 2 | BSD-2-clause |" in text and "| libcoq-stdlib | 8.16 | 3 | LGPL-2.1 |" in text
+    assert "python -m finetune data" in text and "python -m finetune train run.json" in text
+    assert "split_digest `abc`" in text and "| eval_loss | 1.5 |" in text
+    proofs_card = card.model_card(RunConfig(run_id="r", task="proofs", seq_len=1024), metrics, data_dir=tmp_path)
+    assert "libcoq-hott" not in proofs_card and "libcoq-stdlib" in proofs_card and "retrieval prompt" in proofs_card
+    assert "## Data and licences" not in card.model_card(RunConfig(run_id="r", corpus="/x"), metrics, data_dir=tmp_path)
