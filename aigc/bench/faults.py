@@ -157,15 +157,19 @@ def disk_full(work: Path) -> dict:
     gw = None
     try:
         gw = _gateway(work, state=state / "state")
-        ok = requests.post(gw.url + "/async-function/echo", data=b"before", headers={"X-Callback-Url": receiver.url})
+        # a call still running when the disk fills: its outcome cannot be stored until space returns
+        ok = requests.post(gw.url + "/async-function/echo?sleep=1.5", data=b"before",
+                           headers={"X-Callback-Url": receiver.url})
+        time.sleep(0.3)  # claimed (the worker polls every 50 ms) before the disk is full
         filler = state / "filler"
-        try:
-            with open(filler, "wb") as fh:  # fill what is left
-                while True:
-                    fh.write(b"\0" * (64 << 10))
-                    fh.flush()
-        except OSError:  # full now (or already)
-            pass
+        for chunk in (64 << 10, 4 << 10):  # fill what is left, down to the last page
+            try:
+                with open(filler, "ab") as fh:
+                    while True:
+                        fh.write(b"\0" * chunk)
+                        fh.flush()
+            except OSError:  # full now (or already)
+                pass
         refused = requests.post(gw.url + "/async-function/echo", data=b"x" * 200_000)
         secret = requests.post(gw.url + "/system/secrets", json={"name": "k", "value": "v" * 100_000},
                                auth=(gw.client.user, gw.client.password))

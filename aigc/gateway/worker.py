@@ -7,7 +7,8 @@ goes to the callback as `X-Function-Status`. Callbacks are delivered by their ow
 tasks (at most `MAX_CALLBACKS` at once), so a receiver that is slow or down
 delays no other call; each attempt has a timeout and there are at most
 `callback_attempts` attempts. The call's outcome is stored before its callback
-is sent; the callback's own fate is logged.
+is sent (tried again while the disk is full, so a call that finished then is
+delivered once space returns); the callback's own fate is logged.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = logging.getLogger("aigc.gateway")
 RETRY_STATUSES = {429, 502, 503, 504}
 MAX_CALLBACKS = 64
 CALLBACK_TIMEOUT = 10.0
+STORE_RETRY_SECONDS = 300.0
 
 
 def _error_body(message: str) -> bytes:
@@ -58,8 +60,9 @@ class QueueWorker:
                 await self._run_call(call)
             except asyncio.CancelledError:
                 raise
-            except sqlite3.Error as exc:  # the outcome could not be stored: it runs again after a restart
-                log.warning("async call %s: its outcome was not saved (%s)", call.call_id, exc)
+            except sqlite3.Error as exc:  # the outcome could not be stored in STORE_RETRY_SECONDS
+                log.warning("async call %s: its outcome was not saved (%s); it runs again after a restart",
+                            call.call_id, exc)
             except Exception as exc:  # a bug of ours: keep the worker alive, and the attempt counts
                 log.exception("async call %s failed", call.call_id)
                 await self._attempt_failed(call, 500, {}, _error_body(f"gateway error: {type(exc).__name__}"), 0.0,
@@ -67,7 +70,8 @@ class QueueWorker:
 
     async def _run_call(self, call: Call) -> None:
         if call.function not in self.gw.pools:
-            self.queue.finish(call.call_id, "failed", 404, None, f"function {call.function!r} is not deployed")
+            await self._store(self.queue.finish, call.call_id, "failed", 404, None,
+                              f"function {call.function!r} is not deployed")
             self.gw.call_ended(call.call_id)
             await self._send(call, 404, {}, _error_body(f"function {call.function!r} not found"), 0.0)
             return
@@ -83,18 +87,33 @@ class QueueWorker:
         if status in RETRY_STATUSES:
             await self._attempt_failed(call, status, headers, body, seconds, f"function answered {status}")
             return
-        self.queue.finish(call.call_id, "done" if status < 400 else "failed", status, seconds)
+        await self._store(self.queue.finish, call.call_id, "done" if status < 400 else "failed", status, seconds)
         self.gw.call_ended(call.call_id)
         await self._send(call, status, headers, body, seconds)
 
     async def _attempt_failed(self, call: Call, status: int, headers: dict, body: bytes, seconds: float,
                               why: str) -> None:
         if call.attempts < self.gw.options.async_max_attempts:
-            self.queue.retry(call.call_id, min(0.5 * 2 ** call.attempts, 30), why)
+            await self._store(self.queue.retry, call.call_id, min(0.5 * 2 ** call.attempts, 30), why)
             return
-        self.queue.finish(call.call_id, "failed", status, seconds, f"{why} (attempt {call.attempts}, the last)")
+        await self._store(self.queue.finish, call.call_id, "failed", status, seconds,
+                          f"{why} (attempt {call.attempts}, the last)")
         self.gw.call_ended(call.call_id)
         await self._send(call, status, headers, body, seconds)
+
+    async def _store(self, write, *args) -> None:
+        """A call's outcome into the queue, tried again each second while the disk is full or the database
+        locked: the work is done, and a callback goes out only after its outcome is stored. Past
+        STORE_RETRY_SECONDS the error goes up (the call stays "running" and runs again after a restart)."""
+        deadline = asyncio.get_running_loop().time() + STORE_RETRY_SECONDS
+        while True:
+            try:
+                return await asyncio.to_thread(write, *args)
+            except sqlite3.Error as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.warning("async call %s: its outcome cannot be stored yet (%s); trying again in 1 s", args[0], exc)
+                await asyncio.sleep(1.0)
 
     async def _send(self, call: Call, status: int, headers: dict, body: bytes, seconds: float) -> None:
         if not call.callback_url:
