@@ -256,6 +256,9 @@ class Run:
         """Tokens the whole run computes on (rows as trimmed per batch) and of those the targets: for token
         blocks both are steps x batch x seq_len; proof examples are shorter and mostly prompt."""
         size = self.cfg.batch_size
+        if labels is ids:  # token blocks: every row is whole and every token a target, no loop needed
+            self.tokens = self.targets = self.cfg.steps * size * ids.shape[1]
+            return
         self.tokens = self.targets = 0
         for step in range(self.cfg.steps):
             rows = order[step * size:(step + 1) * size]
