@@ -6,9 +6,11 @@ import importlib.util
 import re
 import threading
 import time
+import types
 
 import pytest
 
+from aigc.runtime import Model, TensorSpec
 from aigc.runtime.app import create_app
 from aigc.runtime.config import Settings
 
@@ -94,6 +96,40 @@ def test_oip_server_and_model_metadata(monkeypatch):
     assert [o["name"] for o in meta["outputs"]] == ["y", "label"]
     assert client.get("/v2/models/nope").status_code == 404
     assert client.get("/v2/models/doubler/versions/7").status_code == 404
+
+
+class LateSpecs(Model):
+    """A model that learns its tensors while loading, as a split stage reads them from its manifest."""
+    platform = "numpy"
+
+    def __init__(self, name, load_seconds, fail=False):
+        super().__init__(name)
+        self.load_seconds, self.fail = load_seconds, fail
+
+    def load(self):
+        time.sleep(self.load_seconds)
+        if self.fail:
+            raise RuntimeError("manifest is missing")
+        self.inputs = (TensorSpec("a", "FP32", (-1, 3)),)
+        self.outputs = (TensorSpec("b", "FP32", (-1, 3)),)
+
+    def predict(self, inputs, parameters):
+        return {"b": inputs["a"]}
+
+
+def late_specs_client(**kwargs):
+    module = types.ModuleType(f"late_specs_{time.monotonic_ns()}")
+    module.model = LateSpecs("late", **kwargs)
+    return create_app(module, Settings(exec_timeout=5), load=True).test_client()
+
+
+def test_model_metadata_asked_during_load_waits_for_its_tensors():
+    client = late_specs_client(load_seconds=0.5)
+    meta = client.get("/v2/models/late").json  # asked at once, as a client does on a cold start
+    assert meta["inputs"] == [{"name": "a", "datatype": "FP32", "shape": [-1, 3]}]
+    assert meta["outputs"] == [{"name": "b", "datatype": "FP32", "shape": [-1, 3]}]
+    failed = late_specs_client(load_seconds=0.0, fail=True).get("/v2/models/late")
+    assert failed.status_code == 503 and "manifest is missing" in failed.json["error"]
 
 
 def test_oip_infer_shapes_and_ids(monkeypatch):

@@ -292,7 +292,11 @@ def create_app(handler_module: str | ModuleType | None = None, settings: Setting
     @app.get("/v2/models/<name>")
     @app.get("/v2/models/<name>/versions/<version>")
     def model_metadata(name: str, version: str | None = None):
-        return jsonify(runtime.model(name, version).metadata())
+        # A model may learn its tensors while loading (a split stage reads them from its manifest): on a cold
+        # start the answer waits for the load, as an inference would, rather than describe no tensors.
+        m = runtime.model(name, version)
+        m.wait_ready(settings.exec_timeout)
+        return jsonify(m.metadata())
 
     @app.get("/v2/models/<name>/ready")
     @app.get("/v2/models/<name>/versions/<version>/ready")
