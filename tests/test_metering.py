@@ -14,12 +14,15 @@ import requests
 from aigc.gateway import metering
 from gateway_helpers import GatewayProcess, write_stack
 
+# one replica, a process of its own (no zygote to share); RUN_TAG tells this test's replica from any other
+# gateway's echo that runs on the machine at the same time
+RUN_TAG = f"{os.getpid()}-{time.monotonic_ns()}"
 ECHO = {"echo": {"labels": {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "1"},
-                 "environment": {"NO_FORK": "1"}}}  # one replica, a process of its own (no zygote to share)
+                 "environment": {"NO_FORK": "1", "METERING_TEST_RUN": RUN_TAG}}}
 
 
 def echo_processes() -> list[int]:
-    """The echo replica's gunicorn processes, found by their environment, not through the gateway."""
+    """This test's echo replica's gunicorn processes, found by their environment, not through the gateway."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -27,7 +30,7 @@ def echo_processes() -> list[int]:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
         except OSError:
             continue
-        if b"AIGC_FUNCTION_NAME=echo" in environ and b"gunicorn" in cmdline:
+        if f"METERING_TEST_RUN={RUN_TAG}".encode() in environ and b"gunicorn" in cmdline:
             found.append(int(pid))
     return found
 
