@@ -1,4 +1,4 @@
-"""python -m finetune data | proofs | train CONFIG | evaluate ... | publish RUN_ID | cancel RUN_ID"""
+"""python -m finetune data | proofs | train CONFIG | evaluate ... | sweep SWEEP | publish RUN_ID | cancel RUN_ID"""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--temperature", type=float, default=0.8)
     ev.add_argument("--no-base", action="store_true", help="evaluate only the runs named")
     ev.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    sw = sub.add_parser("sweep", help="train and measure a seeded grid of runs around one config")
+    sw.add_argument("sweep", type=Path, help="a sweep file (finetune/sweep.py), e.g. finetune/sweeps/methodology.yaml")
+    sw.add_argument("--only", action="append", help="run only this row (repeatable); others keep their results")
+    sw.add_argument("--out", type=Path, default=None, help="results JSON, updated after every row")
     pub = sub.add_parser("publish", help="put a run's adapter in the model store (and the remote, if set)")
     pub.add_argument("run_id")
     pub.add_argument("--adapter", default=None, help="store name (default: the config's `adapter`)")
@@ -82,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             print(evaluate.table(results))
             if args.out:
                 args.out.write_text(json.dumps(results, indent=2) + "\n")
+        elif args.command == "sweep":
+            from . import sweep
+            results = sweep.run(sweep.load(args.sweep), jobs_dir, data_dir, out=args.out, only=args.only)
+            print(sweep.table(results))
         elif args.command == "publish":
             from .publish import publish_run
             print(json.dumps(publish_run(args.run_id, args.adapter, jobs_dir, if_missing=args.if_missing), indent=2))
