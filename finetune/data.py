@@ -175,6 +175,15 @@ def split_paths(data_dir: Path, split: str) -> list[Path]:
     return [Path(data_dir) / "debs" / e["key"] for e in entries if e["split"] == split]
 
 
+def package_files(data_dir: Path, split: str, packages: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """(key, path) of one split's files that belong to `packages`; the key is the path under `debs/`, whose
+    first part is the package."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; one of {', '.join(SPLITS)}")
+    return [(e["key"], Path(data_dir) / "debs" / e["key"]) for e in load_split(data_dir)["entries"]
+            if e["split"] == split and e["key"].split("/")[0] in packages]
+
+
 def corpus_files(corpus: Path) -> list[Path]:
     """A user-given corpus directory: all `.v` files below it, sorted; an error if there are none."""
     corpus = Path(corpus)

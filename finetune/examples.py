@@ -23,14 +23,14 @@ IGNORE = -100
 def sources(corpus: str, data_dir: Path, split: str) -> list[tuple[str, Path]]:
     """(key, path) of a split's files: the checker library's files of the Debian split, or a corpus folder's."""
     if corpus == "debian":
-        root = Path(data_dir) / "debs"
-        return [(key, path) for path in data.split_paths(data_dir, split)
-                if (key := path.relative_to(root).as_posix()).split("/")[0] in PACKAGES]
+        return data.package_files(data_dir, split, PACKAGES)
     root = Path(corpus)
     return [(path.relative_to(root).as_posix(), path) for path in blocks.files_for(corpus, data_dir, split)]
 
 
 def library(corpus: str, data_dir: Path) -> retrieval.Library:
+    if corpus == "debian":
+        return retrieval.Library.training(data_dir, PACKAGES)
     return retrieval.Library(sources(corpus, data_dir, "train"))
 
 

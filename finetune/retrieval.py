@@ -133,9 +133,7 @@ class Library:
         """The training split's files of `packages` (the split of `python -m finetune data`)."""
         if split != "train":
             raise data.DataError("a retrieval library is built from the training split only")
-        root = Path(data_dir) / "debs"
-        return cls([(key, path) for path in data.split_paths(data_dir, split)
-                    if (key := path.relative_to(root).as_posix()).split("/")[0] in packages])
+        return cls(data.package_files(data_dir, split, packages))
 
     def search(self, query: str, exclude_file: str | None = None, twins_of: str | None = None) -> list[Premise]:
         """Best premises for `query`; none of `exclude_file`, and with `twins_of` (a lemma's statement) none

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import errors, images
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MODES = ("wasm", "native")
 
@@ -64,7 +67,7 @@ class ClassifierPreprocessor:
 
             self._wasm = ImagePreprocessor.from_preprocess(spec)
 
-    def __call__(self, hwc) -> "np.ndarray":  # noqa: F821 - numpy is imported by images
+    def __call__(self, hwc) -> np.ndarray:
         images.check_hwc(hwc)
         if self.backend == "native":
             s = self.spec
@@ -98,7 +101,7 @@ class FacePreprocessor:
             self._wasm = ImagePreprocessor(self.size, None, grayscale=True, scale=self.scale,
                                            mean=(self.mean,), std=(self.std,))
 
-    def __call__(self, hwc) -> "np.ndarray":  # noqa: F821 - numpy is imported by images
+    def __call__(self, hwc) -> np.ndarray:
         images.check_hwc(hwc)
         if self.backend == "native":
             return self._native(hwc)
