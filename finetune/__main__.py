@@ -1,4 +1,4 @@
-"""python -m finetune data | proofs | train CONFIG | evaluate ... | sweep SWEEP | publish RUN_ID | cancel RUN_ID"""
+"""python -m finetune data | proofs | train CONFIG | evaluate ... | tactics | sweep SWEEP | publish RUN_ID | cancel RUN_ID"""
 
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--temperature", type=float, default=0.8)
     ev.add_argument("--no-base", action="store_true", help="evaluate only the runs named")
     ev.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    tac = sub.add_parser("tactics", help="the model-free baseline: proofs closed by a fixed list of Coq tactics")
+    tac.add_argument("--timeout", type=float, default=30.0, help="seconds per coqc check")
+    tac.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     sw = sub.add_parser("sweep", help="train and measure a seeded grid of runs around one config")
     sw.add_argument("sweep", type=Path, help="a sweep file (finetune/sweep.py), e.g. finetune/sweeps/methodology.yaml")
     sw.add_argument("--only", action="append", help="run only this row (repeatable); others keep their results")
@@ -86,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             print(evaluate.table(results))
             if args.out:
                 args.out.write_text(json.dumps(results, indent=2) + "\n")
+        elif args.command == "tactics":
+            from . import evaluate, proofs
+            result = evaluate.tactics_baseline(proofs.load(data_dir), data_dir, args.timeout)
+            print(f"{len(result['solved'])}/{result['problems']} closed by {result['proof']}")
+            if args.out:
+                args.out.write_text(json.dumps(result, indent=2) + "\n")
         elif args.command == "sweep":
             from . import sweep
             results = sweep.run(sweep.load(args.sweep), jobs_dir, data_dir, out=args.out, only=args.only)

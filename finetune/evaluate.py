@@ -123,6 +123,28 @@ def prove(model, tokenizer, problems: list[proofs.Problem], data_dir: Path, max_
     return result
 
 
+# The model-free baseline: what Coq's own automation closes with no model at all. A solved problem that one
+# of these closes says little about the model; a table without this line flatters every model in it.
+TACTICS = ("trivial", "reflexivity", "auto", "intros; auto", "intros; simpl; auto", "intros; subst; auto",
+           "eauto", "tauto", "intuition", "firstorder", "congruence", "intros; discriminate", "easy")
+
+
+def tactics_baseline(problems: list[proofs.Problem], data_dir: Path, timeout: float) -> dict[str, Any]:
+    """Problems closed by `solve [ t1 | t2 | … ]` over TACTICS (the first that closes the goal wins), one coqc
+    run per problem, judged like any model's proof."""
+    proof = "solve [ " + " | ".join(f"({t})" for t in TACTICS) + " ]."
+
+    def check(problem):
+        return coq.check(problem.context(data_dir), problem.statement, proof, timeout)
+
+    with ThreadPoolExecutor(2) as pool:
+        verdicts = list(pool.map(check, problems))
+    solved = [p.id for p, v in zip(problems, verdicts) if v.ok]
+    return {"method": "fixed tactics", "proof": proof, "problems": len(problems), "solved": solved,
+            "pass@1": len(solved) / len(problems) if problems else 0.0,
+            "attempts": [{"id": p.id, "ok": v.ok, "reason": v.reason[-200:]} for p, v in zip(problems, verdicts)]}
+
+
 def load_run(run_dir: Path, base_model):
     """A run's trained model: the base with its adapter, or its fully fine-tuned weights."""
     cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))

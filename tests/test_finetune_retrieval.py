@@ -220,3 +220,19 @@ def test_evaluate_samples_and_judges_every_attempt_with_retrieval_prompts(corpus
                          ({"samples": 2, "temperature": 0}, "temperature must be in")):
         with pytest.raises(ConfigError, match=message):
             evaluate.evaluate("tiny-llama", [], jobs, corpus, store_root=tiny_store, **bad)
+
+
+def test_the_tactics_baseline_closes_what_automation_can_and_nothing_else(corpus):
+    from finetune import evaluate
+
+    key = f"{PKG}/theories/Easy.v"
+    (corpus / "debs" / key).write_text(
+        "Lemma by_auto : forall P Q : Prop, P -> (P -> Q) -> Q.\nProof.\n  auto.\nQed.\n\n"
+        "Lemma needs_induction : forall n m : nat, n + m = m + n.\nProof.\n  intros. apply PeanoNat.Nat.add_comm.\n"
+        "Qed.\n")
+    problems = problems_of(corpus, key)
+    result = evaluate.tactics_baseline(problems, corpus, timeout=30)
+    assert result["solved"] == ["Easy.by_auto"] and result["pass@1"] == 0.5
+    assert result["proof"].startswith("solve [ (trivial) | ") and "firstorder" in result["proof"]
+    failed = [a for a in result["attempts"] if not a["ok"]]
+    assert [a["id"] for a in failed] == ["Easy.needs_induction"] and "Error" in failed[0]["reason"]
