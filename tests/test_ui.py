@@ -139,6 +139,12 @@ def test_the_run_form_names_every_wrong_field_before_anything_is_sent():
     _, errors = parse_form(MultiDict(dict(good, learning_rate="nan")), None)
     assert "finite" in errors["learning_rate"]
     assert {name for name, *_ in FIELDS} <= set(_defaults())
+    # the levers: booleans from a true/false select, the attention kernel from its list
+    assert raw["bf16"] is False and raw["gradient_checkpointing"] is False and raw["attention"] == "sdpa"
+    raw, errors = parse_form(MultiDict(dict(good, bf16="true", loss_chunk="256", gradient_checkpointing="TRUE")), None)
+    assert errors == {} and raw["bf16"] is True and raw["gradient_checkpointing"] is True and raw["loss_chunk"] == 256
+    _, errors = parse_form(MultiDict(dict(good, bf16="yes", attention="flash", loss_chunk="-1")), None)
+    assert set(errors) == {"bf16", "attention", "loss_chunk"} and "true or false" in errors["bf16"]
 
 
 # --- a real gateway ----------------------------------------------------------------------------

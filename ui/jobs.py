@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 
-from finetune.config import METHODS, TASKS, ConfigError, RunConfig, field_of
+from finetune.config import ATTENTIONS, METHODS, TASKS, ConfigError, RunConfig, field_of
 
 from . import catalog
 from .gateway import GatewayError
@@ -48,18 +48,31 @@ FIELDS = (
     ("log_every", "int", "Log every", "steps between loss points"),
     ("eval_every", "int", "Evaluate every", "steps between validation losses (0: at the end)"),
     ("save_every", "int", "Checkpoint every", "steps between checkpoints, for resuming (0: at the end)"),
+    # memory and speed levers (finetune/README.md, "Memory and speed levers")
+    ("bf16", "bool", "bf16 autocast", "faster where the CPU has bf16 instructions; rounding moves the loss a little"),
+    ("loss_chunk", "int", "Loss chunk", "tokens per cross-entropy chunk, so the logits never exist whole (0: off)"),
+    ("gradient_checkpointing", "bool", "Checkpointing", "recompute activations in backward: far less memory, slower"),
+    ("attention", "choice", "Attention", "sdpa: fused; eager: keeps every head's T x T matrix (more memory)"),
 )
+BOOLEANS = ("false", "true")
 OPTIONAL = {"adapter"}
 MAX_SUBMITTED = 256  # runs this UI queued and not yet seen by the function, remembered for their pages
 
 
-CHOICES = {"method": METHODS, "task": TASKS}  # fields shown as a list (the base's list comes from the store)
+# fields shown as a list (the base's list comes from the store)
+CHOICES = {"method": METHODS, "task": TASKS, "attention": ATTENTIONS,
+           **{name: BOOLEANS for name, kind, *_ in FIELDS if kind == "bool"}}
+
+
+def _text(value) -> str:
+    """A config value as the form shows it: booleans as the select's lower-case options."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @functools.cache
 def _default_values() -> tuple[tuple[str, str], ...]:
     d = RunConfig(run_id="x").to_dict()
-    return tuple((name, "" if name in ("run_id", "adapter") else str(d[name])) for name, *_ in FIELDS)
+    return tuple((name, "" if name in ("run_id", "adapter") else _text(d[name])) for name, *_ in FIELDS)
 
 
 def _defaults() -> dict[str, str]:
@@ -96,6 +109,12 @@ def parse_form(form, bases: list[str] | None) -> tuple[dict, dict[str, str]]:
                 errors[name] = "give the run an id"
             elif name not in OPTIONAL:
                 errors[name] = f"{name} is empty: give a value (default {_defaults()[name]})"
+            continue
+        if kind == "bool":
+            if text.lower() not in BOOLEANS:
+                errors[name] = f"{name} must be true or false, got {text!r}"
+                continue
+            raw[name] = text.lower() == "true"
             continue
         try:
             value = int(text) if kind == "int" else float(text) if kind == "float" else text
@@ -169,7 +188,7 @@ def _copied(run_id: str) -> dict[str, str]:
         cfg = gw.call(fn, "GET", f"/runs/{_run_id(run_id)}", token=token).get("config") or {}
     except (GatewayError, AttributeError):
         return {}
-    return {name: str(cfg[name]) for name, *_ in FIELDS if cfg.get(name) is not None and name != "run_id"}
+    return {name: _text(cfg[name]) for name, *_ in FIELDS if cfg.get(name) is not None and name != "run_id"}
 
 
 def _submit(raw: dict) -> dict[str, str]:
