@@ -108,19 +108,28 @@ def prove(model, tokenizer, problems: list[proofs.Problem], data_dir: Path, max_
     keys = list(dict.fromkeys((a[0], a[3]) for a in attempts))  # a proof found twice is checked once
     with ThreadPoolExecutor(2) as pool:  # coqc processes: threads suffice
         verdicts = dict(zip(keys, pool.map(check, keys)))
-    greedy = [a for a in attempts if a[2] == "greedy"]
-    solved = [a[0].id for a in greedy if verdicts[(a[0], a[3])].ok]
-    result: dict[str, Any] = {"pass@1": len(solved) / len(problems) if problems else 0.0, "solved": solved,
-                              "prompt": "retrieval" if library is not None else "tail"}
+    judged = [{"id": a[0].id, "kind": a[2], "proof": a[3], "ok": verdicts[(a[0], a[3])].ok,
+               "reason": verdicts[(a[0], a[3])].reason[-200:]} for a in attempts]
+    result: dict[str, Any] = {"prompt": "retrieval" if library is not None else "tail"}
     if samples:
-        passed = Counter(a[0].id for a in attempts if a[2] == "sample" and verdicts[(a[0], a[3])].ok)
         result["samples"] = {"n": samples, "temperature": temperature, "top_p": TOP_P}
-        for k in (k for k in KS if k <= samples):
-            result[f"pass@{k}"] = sum(pass_at_k(samples, passed[p.id], k) for p in problems) / len(problems)
-        result["solved_by_sampling"] = sorted(p.id for p in problems if passed[p.id])
-    result["attempts"] = [{"id": a[0].id, "kind": a[2], "proof": a[3], "ok": verdicts[(a[0], a[3])].ok,
-                           "reason": verdicts[(a[0], a[3])].reason[-200:]} for a in attempts]
+    result.update(rates([p.id for p in problems], judged, samples))
+    result["attempts"] = judged
     return result
+
+
+def rates(ids: list[str], attempts: list[dict[str, Any]], samples: int) -> dict[str, Any]:
+    """pass@1 from the greedy attempts; pass@k (k > 1 in KS, up to `samples`) from the sampled ones by the
+    unbiased estimator, and the sampled attempts' own pass@1 apart, so it never stands in for the greedy one."""
+    solved = [a["id"] for a in attempts if a["kind"] == "greedy" and a["ok"]]
+    out: dict[str, Any] = {"pass@1": len(solved) / len(ids) if ids else 0.0, "solved": solved}
+    if samples:
+        passed = Counter(a["id"] for a in attempts if a["kind"] == "sample" and a["ok"])
+        out["sampled_pass@1"] = sum(passed[i] / samples for i in ids) / len(ids)
+        for k in (k for k in KS if 1 < k <= samples):
+            out[f"pass@{k}"] = sum(pass_at_k(samples, passed[i], k) for i in ids) / len(ids)
+        out["solved_by_sampling"] = sorted(i for i in ids if passed[i])
+    return out
 
 
 # The model-free baseline: what Coq's own automation closes with no model at all. A solved problem that one

@@ -200,6 +200,21 @@ def test_pass_at_k_is_the_unbiased_estimate():
     assert pass_at_k(8, 2, 4) == pytest.approx(1 - 15 / 70)  # 1 - C(6,4)/C(8,4)
 
 
+def test_pass_at_1_is_the_greedy_attempts_and_never_the_sampled_estimate():
+    from finetune.evaluate import rates
+
+    def attempts(pid, greedy_ok, sampled_ok):
+        return ([{"id": pid, "kind": "greedy", "ok": greedy_ok}]
+                + [{"id": pid, "kind": "sample", "ok": i < sampled_ok} for i in range(4)])
+
+    # a solved greedily, never by sampling; b by 2 of 4 samples, not greedily; c by nothing
+    out = rates(["a", "b", "c"], attempts("a", True, 0) + attempts("b", False, 2) + attempts("c", False, 0), 4)
+    assert out["pass@1"] == pytest.approx(1 / 3) and out["solved"] == ["a"]
+    assert out["sampled_pass@1"] == pytest.approx((2 / 4) / 3)
+    assert out["pass@4"] == pytest.approx(1 / 3) and "pass@8" not in out and out["solved_by_sampling"] == ["b"]
+    assert "sampled_pass@1" not in rates(["a"], attempts("a", True, 0)[:1], 0)
+
+
 def test_evaluate_samples_and_judges_every_attempt_with_retrieval_prompts(corpus, tiny_store):
     from finetune import evaluate
     from finetune.config import ConfigError
