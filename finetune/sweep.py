@@ -128,10 +128,10 @@ def run(spec: dict[str, Any], jobs_dir: Path, data_dir: Path, out: Path | None =
     return results
 
 
-def noise(results: dict[str, Any]) -> tuple[float, float] | None:
-    """(min, max) test perplexity over the rows that differ from the reference only by their seed."""
-    ppl = [r["test_perplexity"] for r in results["rows"].values() if set(r["change"]) <= {"seed"}]
-    return (min(ppl), max(ppl)) if len(ppl) > 1 else None
+def noise(results: dict[str, Any], key: str = "test_perplexity") -> tuple[float, float] | None:
+    """(min, max) of `key` over the rows that differ from the reference only by their seed."""
+    values = [r[key] for r in results["rows"].values() if set(r["change"]) <= {"seed"}]
+    return (min(values), max(values)) if len(values) > 1 else None
 
 
 def describe(change: dict[str, Any]) -> str:
@@ -150,8 +150,9 @@ def table(results: dict[str, Any]) -> str:
                      f"{100 * (r['test_perplexity'] / ref['test_perplexity'] - 1):+.1f}% | {r['eval_loss']:.3f} | "
                      f"{r['train_seconds']:.0f} | {r['train_tokens_per_second']:.0f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['trainable_parameters']:,} |")
-    spread = noise(results)
+    spread, loss = noise(results), noise(results, "eval_loss")
     if spread:
         lines.append(f"\nSeed noise: test perplexity {spread[0]:.2f}–{spread[1]:.2f} over the seed rows "
-                     f"(±{100 * (spread[1] - spread[0]) / 2 / ref['test_perplexity']:.1f}% of the reference).")
+                     f"(±{100 * (spread[1] - spread[0]) / 2 / ref['test_perplexity']:.1f}% of the reference), "
+                     f"validation loss {loss[0]:.3f}–{loss[1]:.3f}.")
     return "\n".join(lines)
