@@ -47,6 +47,11 @@ LEVERS = {
                                                      "malloc_mmap_threshold": 8 << 20},
     "bf16 + chunked loss + no LoRA dropout + mmap threshold (8 MiB)": {
         "bf16": True, "loss_chunk": 256, "lora_dropout": 0.0, "malloc_mmap_threshold": 8 << 20},
+    # the same through micro-batches: activations kept for 2 (or 1) of the batch's 4 rows at a time
+    "bf16 + chunked loss + no LoRA dropout + micro-batch 2": {
+        "bf16": True, "loss_chunk": 256, "lora_dropout": 0.0, "micro_batch": 2},
+    "bf16 + chunked loss + no LoRA dropout + micro-batch 1": {
+        "bf16": True, "loss_chunk": 256, "lora_dropout": 0.0, "micro_batch": 1},
 }
 
 

@@ -98,6 +98,7 @@ class RunConfig:
     loss_chunk: int = 0               # tokens per cross-entropy chunk; 0: the whole logits tensor at once
     bf16: bool = False                # bfloat16 autocast for the forward pass (the CPU must support it)
     malloc_mmap_threshold: int = 0    # bytes: larger blocks are mmap'd and returned at free (0: glibc's default)
+    micro_batch: int = 0              # rows per forward/backward, gradients added up over the batch (0: all rows)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, copied to the model card
 
     def __post_init__(self) -> None:
@@ -140,6 +141,9 @@ class RunConfig:
         if self.loss_chunk and self.method == "prompt":
             raise ConfigError("loss_chunk: prompt tuning adds its virtual tokens inside peft's forward, so the loss "
                               "cannot be taken from the hidden states; leave loss_chunk at 0")
+        if not 0 <= self.micro_batch <= self.batch_size:
+            raise ConfigError(f"micro_batch must be 0 (the whole batch) to batch_size ({self.batch_size}), "
+                              f"got {self.micro_batch}")
         if self.malloc_mmap_threshold and not 4096 <= self.malloc_mmap_threshold <= 32 << 20:
             raise ConfigError("malloc_mmap_threshold must be 0 (glibc's default) or 4096 to 33554432 bytes "
                               f"(glibc's maximum), got {self.malloc_mmap_threshold}")

@@ -16,6 +16,12 @@ tokens, 2,048 × 49,152 fp32 values are 0.4 GB per copy. Hence:
   (torch.utils.checkpoint), so the whole logits tensor never exists.
 - `bf16`: bfloat16 autocast of the forward pass; the only lever that changes
   the numbers (rounding), and only faster on CPUs with bf16 instructions.
+- `micro_batch`: the batch's rows go through forward and backward this many
+  at a time and their gradients add up to the whole batch's (each part's
+  mean loss weighted by its share of the batch's targets), so activations
+  are kept for a micro-batch only; the optimiser step is unchanged. With
+  dropout on, each micro-batch draws its own masks: the same distribution,
+  not the same numbers.
 - `malloc_mmap_threshold`: glibc serves blocks above its mmap threshold with
   mmap and returns them to the system at free, but it raises that threshold
   on its own after each such free, so a training step's large transient
@@ -24,7 +30,7 @@ tokens, 2,048 × 49,152 fp32 values are 0.4 GB per copy. Hence:
   (mallopt(M_MMAP_THRESHOLD), which also stops the adjusting) keeps RSS at
   what is live, at the cost of an mmap and fresh zeroed pages per large block.
 
-With the same seed, the first three give the same losses as without them
+With the same seed, the first three and `micro_batch` give the same losses as without them
 (tests/test_finetune.py checks 5 steps to 1e-4); bench/finetune_levers.py
 measures each one alone.
 """
@@ -75,6 +81,24 @@ def loss(model, batch, cfg: RunConfig):
         if not cfg.loss_chunk or cfg.method == "prompt":  # prompt tuning prepends tokens inside peft's forward
             return model(input_ids=ids, labels=labels).loss
         return chunked_loss(model, ids, labels, cfg.loss_chunk)
+
+
+def backward(model, batch, cfg: RunConfig) -> float:
+    """Forward and backward of one optimiser step's (input_ids, labels), `cfg.micro_batch` rows at a time;
+    the gradients are the whole batch's mean loss's, which is returned."""
+    ids, labels = batch
+    size = cfg.micro_batch or len(ids)
+    total = int((labels[:, 1:] != -100).sum())
+    value = 0.0
+    for start in range(0, len(ids), size):
+        part = labels[start:start + size]
+        targets = int((part[:, 1:] != -100).sum())
+        if not targets:
+            continue  # nothing to predict in these rows
+        weighted = loss(model, (ids[start:start + size], part), cfg) * (targets / max(total, 1))
+        weighted.backward()
+        value += float(weighted)
+    return value
 
 
 def chunked_loss(model, ids, labels, chunk: int):

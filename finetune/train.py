@@ -192,14 +192,13 @@ class Run:
                     raise Cancelled(f"cancelled at step {step}")
                 began = time.perf_counter()
                 rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                loss = levers.loss(model, examples.trim(train_ids[rows], train_labels[rows]), cfg)
-                loss.backward()
+                loss = levers.backward(model, examples.trim(train_ids[rows], train_labels[rows]), cfg)
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 train_seconds += time.perf_counter() - began
-                loss_window.append(loss.item())
+                loss_window.append(loss)
                 done = step + 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_window[-1]:.3f}")

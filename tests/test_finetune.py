@@ -98,6 +98,7 @@ def run(cfg, tiny_store, tmp_path, jobs_dir=None, **kwargs) -> Run:
     ({"run_id": "../etc"}, "run_id '../etc'"),
     ({"adapter": "Bad Name"}, "adapter name 'Bad Name'"),
     ({"method": "full", "adapter": "x"}, "full fine-tuning makes a whole model"),
+    ({"micro_batch": 3}, "micro_batch must be 0 (the whole batch) to batch_size (2)"),
 ])
 def test_invalid_configs_name_the_field(changes, message, tmp_path):
     with pytest.raises(ConfigError) as err:
@@ -169,12 +170,17 @@ def test_train_save_reload_gives_the_same_loss(tiny_store, tmp_path, corpus):
 
 @pytest.mark.parametrize("levers", [{"gradient_checkpointing": True}, {"loss_chunk": 7},
                                     {"gradient_checkpointing": True, "loss_chunk": 16}, {"attention": "eager"},
-                                    {"malloc_mmap_threshold": 1 << 20}],
-                         ids=["checkpointing", "chunked-loss", "both", "eager-attention", "mmap-threshold"])
+                                    {"malloc_mmap_threshold": 1 << 20}, {"micro_batch": 1, "lora_dropout": 0.0}],
+                         ids=["checkpointing", "chunked-loss", "both", "eager-attention", "mmap-threshold",
+                              "micro-batch"])
 def test_memory_levers_change_nothing_in_the_loss(levers, tiny_store, tmp_path, corpus):
-    """Same seed, 5 steps (dropout on): every training and validation loss within 1e-4 of the plain run."""
+    """Same seed, 5 steps (dropout on): every training and validation loss within 1e-4 of the plain run.
+    Micro-batches draw their own dropout masks, so that lever is compared with dropout off in both runs."""
+    levers = dict(levers)
+    dropout = levers.pop("lora_dropout", 0.1)
+
     def losses(run_id, **changes):
-        cfg = config(corpus, run_id=run_id, steps=5, eval_every=5, lora_dropout=0.1, **changes)
+        cfg = config(corpus, run_id=run_id, steps=5, eval_every=5, lora_dropout=dropout, **changes)
         run(cfg, tiny_store, tmp_path).train()
         return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in RunDir(tmp_path / "jobs" / run_id).metrics()]
 
@@ -206,11 +212,16 @@ def test_proof_examples_are_the_evaluation_prompt_with_the_proof_as_the_only_tar
     assert trimmed_ids.shape[1] < 2048 and (trimmed_labels[:, -1] != examples.IGNORE).any()
 
 
-@pytest.mark.parametrize("levers", [{"loss_chunk": 16, "gradient_checkpointing": True}, {"bf16": False}],
-                         ids=["chunked-and-checkpointed", "plain-again"])
+@pytest.mark.parametrize("levers", [{"loss_chunk": 16, "gradient_checkpointing": True}, {"bf16": False},
+                                    {"micro_batch": 1, "loss_chunk": 16, "lora_dropout": 0.0}],
+                         ids=["chunked-and-checkpointed", "plain-again", "micro-batch"])
 def test_proof_task_trains_on_proofs_and_its_levers_change_nothing(levers, tiny_store, tmp_path, corpus):
+    levers = dict(levers)
+    dropout = levers.pop("lora_dropout", 0.05)  # micro-batches draw their own dropout masks: compared without
+
     def losses(run_id, **changes):
-        cfg = config(corpus, run_id=run_id, task="proofs", seq_len=256, steps=4, eval_every=2, **changes)
+        cfg = config(corpus, run_id=run_id, task="proofs", seq_len=256, steps=4, eval_every=2, lora_dropout=dropout,
+                     **changes)
         metrics = run(cfg, tiny_store, tmp_path).train()
         assert metrics["eval_loss"] < metrics["initial_eval_loss"]
         return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in RunDir(tmp_path / "jobs" / run_id).metrics()]

@@ -52,6 +52,7 @@ FIELDS = (
     ("bf16", "bool", "bf16 autocast", "faster where the CPU has bf16 instructions; rounding moves the loss a little"),
     ("loss_chunk", "int", "Loss chunk", "tokens per cross-entropy chunk, so the logits never exist whole (0: off)"),
     ("gradient_checkpointing", "bool", "Checkpointing", "recompute activations in backward: far less memory, slower"),
+    ("micro_batch", "int", "Micro-batch", "rows per forward/backward, gradients added up: less memory (0: the batch)"),
     ("attention", "choice", "Attention", "sdpa: fused; eager: keeps every head's T x T matrix (more memory)"),
 )
 BOOLEANS = ("false", "true")
