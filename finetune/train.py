@@ -286,7 +286,8 @@ class Run:
         if not self.checkpoint_path.is_file():
             return 0, 0.0
         state = torch.load(self.checkpoint_path, weights_only=False)
-        if state["config"] != self.cfg.to_dict():
+        # read back as a config, as config.json is: a field added since the checkpoint takes its default
+        if RunConfig.from_dict(state["config"]).to_dict() != self.cfg.to_dict():
             raise ConfigError(f"checkpoint {self.checkpoint_path} was made with another config")
         params = dict(model.named_parameters())
         with torch.no_grad():
