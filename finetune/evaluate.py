@@ -148,10 +148,10 @@ def tactics_baseline(problems: list[proofs.Problem], data_dir: Path, timeout: fl
 
     with ThreadPoolExecutor(2) as pool:
         verdicts = list(pool.map(check, problems))
-    solved = [p.id for p, v in zip(problems, verdicts) if v.ok]
-    return {"method": "fixed tactics", "proof": proof, "problems": len(problems), "solved": solved,
-            "pass@1": len(solved) / len(problems) if problems else 0.0,
-            "attempts": [{"id": p.id, "ok": v.ok, "reason": v.reason[-200:]} for p, v in zip(problems, verdicts)]}
+    judged = [{"id": p.id, "kind": "greedy", "ok": v.ok, "reason": v.reason[-200:]}
+              for p, v in zip(problems, verdicts)]  # one attempt per problem, scored as a greedy one
+    return {"method": "fixed tactics", "proof": proof, "problems": len(problems),
+            **rates([p.id for p in problems], judged, 0), "attempts": judged}
 
 
 def load_run(run_dir: Path, base_model):
