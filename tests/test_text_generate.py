@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 import threading
 
 import pytest
@@ -269,6 +270,19 @@ def test_adapters_change_the_output_and_the_base_stays_the_same(lm):
     assert "meow" not in base_before and "bark" not in base_before
     assert run(lm)[0] == base_before  # adapter layers are off for the base model
     assert run(lm, adapter="meow")[0] == meow  # evicted by bark (max_adapters=1) and reloaded
+
+
+def test_onnx_adapters_leave_no_files_behind(tiny_store, tmp_path, monkeypatch):
+    """A replica killed or recycled runs no exit hook: the converted adapter files must not outlive their load."""
+    from aigc.runtime.generate_onnx import OnnxCausalLM
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = OnnxCausalLM(BASE, max_adapters=1)
+    model.start_loading()
+    model.wait_ready(120)
+    texts = [run(model, adapter=a)[0] for a in ("meow", "bark", "meow")]  # three loads: each evicts the last
+    assert texts[0] == texts[2] and texts[0].startswith(" meow") and texts[1].startswith(" bark")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_models_and_adapters_are_404(lm):

@@ -21,11 +21,9 @@ and the chat template is rendered by Jinja2 in a sandbox, as transformers does.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import json
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -71,8 +69,7 @@ class OnnxCausalLM(TextModel):
         super().__init__(name, max_adapters)
         self.entry = entry_of(name)
         self._adapter_lock = threading.Lock()
-        self._loaded_adapters: collections.OrderedDict[str, Path] = collections.OrderedDict()  # LRU order
-        self._adapter_dir: Path | None = None
+        self._loaded_adapters: collections.OrderedDict[str, None] = collections.OrderedDict()  # LRU order
         self._kept: collections.deque[_Kept] = collections.deque()
         self._kept_lock = threading.Lock()
         self._kept_max = _prefix_cache_size()
@@ -205,15 +202,15 @@ class OnnxCausalLM(TextModel):
             params = lora_onnx.adapter_params(stored.path, self._layout)
         except (ValueError, KeyError, OSError) as exc:
             raise lora_onnx.refuse(adapters.served_name(self.name, adapter), str(exc)) from None
-        if self._adapter_dir is None:
-            self._adapter_dir = Path(tempfile.mkdtemp(prefix="aigc-adapters-"))
-            atexit.register(shutil.rmtree, self._adapter_dir, True)
-        path = self._adapter_dir / f"{adapter}.onnx_adapter"
-        lora_onnx.write_adapter(params, path)
-        self._adapters.load(str(path), adapter)
-        self._loaded_adapters[adapter] = path
+        # the converted file lives only while it is read: a folder kept for the process's life would stay behind
+        # in /tmp after every replica killed or recycled (atexit does not run on SIGKILL)
+        with tempfile.TemporaryDirectory(prefix="aigc-adapters-") as folder:
+            path = Path(folder) / f"{adapter}.onnx_adapter"
+            lora_onnx.write_adapter(params, path)
+            self._adapters.load(str(path), adapter)
+        self._loaded_adapters[adapter] = None
         while len(self._loaded_adapters) > self.max_adapters:
-            oldest, old_path = next(iter(self._loaded_adapters.items()))
+            oldest = next(iter(self._loaded_adapters))
             with self._kept_lock:  # kept caches computed with it go too
                 self._kept = collections.deque(k for k in self._kept if k.adapter != oldest)
             try:
@@ -221,7 +218,6 @@ class OnnxCausalLM(TextModel):
             except Exception:  # a generator still uses it: stays loaded until a later eviction finds it idle
                 break
             del self._loaded_adapters[oldest]
-            old_path.unlink(missing_ok=True)
 
     @property
     def loaded_adapters(self) -> list[str]:
