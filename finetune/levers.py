@@ -97,7 +97,7 @@ def backward(model, batch, cfg: RunConfig) -> float:
             continue  # nothing to predict in these rows
         weighted = loss(model, (ids[start:start + size], part), cfg) * (targets / max(total, 1))
         weighted.backward()
-        value += float(weighted)
+        value += weighted.item()  # the number only: a float() of a graph tensor warns on every step
     return value
 
 
