@@ -155,6 +155,10 @@ def test_oip_infer_shapes_and_ids(monkeypatch):
     ({"inputs": [{"name": "z", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}, "unknown input"),
     ({"inputs": []}, "non-empty 'inputs'"),
     ([1, 2], "JSON object"),
+    # found by bench/fuzz.py once its cases named a served model: a non-string name was a TypeError (500)
+    ({"inputs": [{"name": [], "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}, "'name' must be a string"),
+    ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
+      "outputs": [{"name": ["label"]}]}, "string 'name'"),
     ({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
       "outputs": [{"name": "nope"}]}, "unknown output"),
 ])

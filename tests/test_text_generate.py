@@ -204,6 +204,10 @@ def test_seed_makes_sampling_repeatable_and_tiny_top_p_is_greedy(lm):
     a, _ = run(lm, temperature=1.0, seed=7, max_tokens=12)
     assert a == run(lm, temperature=1.0, seed=7, max_tokens=12)[0]
     assert a != run(lm, temperature=1.0, seed=8, max_tokens=12)[0]
+    # OpenAI's seed is a signed integer: a negative one samples (it was a numpy ValueError, a 500) and
+    # stands for its 64-bit pattern
+    assert run(lm, temperature=1.0, seed=-1, max_tokens=12)[0] == run(lm, temperature=1.0, seed=(1 << 64) - 1,
+                                                                         max_tokens=12)[0]
     # a random model spreads probability thinly, so plain sampling almost never matches greedy
     assert run(lm, temperature=1.0, top_p=1e-6, seed=7, max_tokens=12)[0] == run(lm, max_tokens=12)[0]
 

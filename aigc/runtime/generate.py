@@ -91,7 +91,9 @@ class Generation:
 
     def _run(self) -> Iterator[str]:
         seed = self.sampling.seed if self.sampling.seed is not None else random.getrandbits(63)
-        rng = np.random.default_rng(seed)  # per request: a global RNG would be shared by threads
+        # per request: a global RNG would be shared by threads. The parser takes any 64-bit seed, signed or not
+        # (OpenAI's is a signed integer); numpy wants it non-negative, so a seed is its 64-bit pattern
+        rng = np.random.default_rng(seed % (1 << 64))
         stops = self.sampling.stop
         ids, past, emitted, fed = self.prompt_ids, None, 0, 0
         limit = len(self.prompt_ids) + self.max_new_tokens  # the most tokens this request's cache holds

@@ -110,6 +110,8 @@ def decode_inputs(body: Any, specs: Iterable[TensorSpec], binary: bytes | memory
             raise errors.InvalidInput("each input needs 'name', 'shape', 'datatype' and 'data' (or "
                                       "parameters.binary_data_size with the bytes after the JSON header)")
         name, shape, datatype = t["name"], t["shape"], t["datatype"]
+        if not isinstance(name, str):
+            raise errors.InvalidInput(f"each input's 'name' must be a string, got {type(name).__name__}")
         size = oip_binary.binary_size(name, t)
         if size is None and "data" not in t:
             raise errors.InvalidInput(f"input {name!r} needs 'data', or parameters.binary_data_size with its bytes "
@@ -155,8 +157,9 @@ def _requested_outputs(body: dict, specs: tuple[TensorSpec, ...]) -> dict[str, A
     if requested is None:
         return None
     names = {s.name for s in specs}
-    if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
-        raise errors.InvalidInput("'outputs' must be a list of objects with a 'name'")
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                  for o in requested):
+        raise errors.InvalidInput("'outputs' must be a list of objects, each with a string 'name'")
     wanted = {o["name"]: o.get("parameters") for o in requested}
     unknown = [n for n in wanted if n not in names]
     if unknown:
