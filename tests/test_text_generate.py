@@ -243,6 +243,9 @@ def test_prompt_and_context_budget(lm):
         lm.budget(long_ids[:250], 10, 64, "messages")
     assert lm.budget(long_ids[:250], None, 64, "prompt") == 6  # the default fills what is left of the context
     assert lm.budget(long_ids[:10], None, 64, "prompt") == 64
+    # text that tokenises to nothing (SmolLM2 drops a lone "\x13"; found by bench/fuzz.py) was an engine error, a 500
+    with pytest.raises(errors.InvalidInput, match="'prompt' holds no tokens"):
+        lm.budget([], None, 64, "prompt")
 
 
 def test_chat_template_is_applied(lm):

@@ -163,6 +163,15 @@ def test_smollm2_knows_the_capital_of_france(smol):
     assert code.choices[0].finish_reason == "stop" and code.usage.completion_tokens < 40
 
 
+def test_a_prompt_its_tokenizer_drops_entirely_is_a_400(smol):
+    """Found by bench/fuzz.py: SmolLM2's tokenizer drops a lone control character, and ORT GenAI then raised
+    "input_ids is empty" (a 500)."""
+    bad = requests.post(smol.url + "/v1/completions", json={"model": SMOL, "prompt": ["\x13"]}, timeout=30)
+    assert bad.status_code == 400 and "'prompt' holds no tokens" in bad.json()["error"], bad.text
+    good = requests.post(smol.url + "/v1/completions", json={"model": SMOL, "prompt": "x", "max_tokens": 1}, timeout=30)
+    assert good.status_code == 200
+
+
 def _metric(url: str, name: str, **labels) -> float | None:
     text = requests.get(url + "/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):

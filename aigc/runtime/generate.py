@@ -230,6 +230,8 @@ class TextModel(Model):
 
     def budget(self, prompt_ids: list[int], max_tokens: int | None, cap: int, field: str) -> int:
         """Tokens this request may generate; 400 naming the field when the prompt does not fit."""
+        if not prompt_ids:  # text the tokenizer drops entirely (e.g. a lone control character): nothing to continue
+            raise errors.InvalidInput(f"'{field}' holds no tokens for {self.name}'s tokenizer; send some text")
         room = self.context_length - len(prompt_ids)
         if room < 1:
             raise errors.InvalidInput(f"'{field}' is {len(prompt_ids)} tokens; {self.name}'s context is "
