@@ -10,16 +10,19 @@ whole run, where the levers test (tests/test_finetune.py) checks 5 steps of a ti
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
+from finetune.jobs import RunDir
+
 
 def curve(run: Path) -> dict[int, dict]:
-    rows = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    """Step -> what was logged at it (a step's training and validation lines merged)."""
+    if not (run / "metrics.jsonl").is_file():
+        raise SystemExit(f"{run}: no metrics.jsonl (give a run folder)")
+    rows: dict[int, dict] = {}
+    for row in RunDir(run).metrics():  # the jobs module's reader: it skips a half-written last line
         rows.setdefault(row["step"], {}).update(row)
     return rows
 
