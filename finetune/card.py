@@ -37,6 +37,8 @@ def model_card(cfg: RunConfig, metrics: dict[str, Any], evaluation: dict[str, An
         "",
         "```bash",
         *([".venv/bin/python -m finetune data"] if cfg.corpus == "debian" else []),
+        *([f"# first publish the adapter it starts from, {cfg.base}:{cfg.init_adapter} (init_adapter)"]
+          if cfg.init_adapter else []),
         ".venv/bin/python -m finetune train run.json",
         "```",
         "",

@@ -70,6 +70,7 @@ class RunConfig:
     method: str = "lora"
     base: str = "smollm2-135m"        # a text-generation entry of the model store
     adapter: str | None = None        # publish as store entry <base>--<adapter> (None: do not publish)
+    init_adapter: str | None = None   # start from this published adapter of base (lora/dora, same rank and alpha)
     corpus: str = "debian"            # "debian" (the split of `python -m finetune data`) or a directory of .v files
     task: str = "text"                # "text": token blocks of the files; "proofs": retrieval prompt -> proof
     seed: int = 0
@@ -116,6 +117,15 @@ class RunConfig:
                 raise ConfigError(str(exc)) from None
             if self.method == "full":
                 raise ConfigError("adapter: full fine-tuning makes a whole model, not an adapter; leave it unset")
+        if self.init_adapter is not None:
+            from aigc.runtime import adapters, errors
+            try:
+                adapters.check_name(self.init_adapter)
+            except errors.InvalidInput as exc:
+                raise ConfigError(f"init_adapter: {exc}") from None
+            if self.method not in ("lora", "dora"):
+                raise ConfigError(f"init_adapter: a published adapter is LoRA weights; method {self.method!r} "
+                                  "cannot start from it (use lora or dora)")
         for name in ("steps", "batch_size", "seq_len", "lora_r", "lora_alpha", "num_virtual_tokens",
                      "log_every", "eval_blocks"):
             if getattr(self, name) < 1:

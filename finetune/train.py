@@ -88,6 +88,38 @@ def wrap(model, cfg: RunConfig):
         raise ConfigError(f"{cfg.method} does not fit base {cfg.base!r}: {exc}") from None
 
 
+def init_entry(cfg: RunConfig, store_root: Path | None = None):
+    """The published adapter a run starts from, checked against the run's LoRA settings (same shapes and
+    scale, so its weights mean what they meant when it was trained), or a ConfigError saying what differs."""
+    from aigc.runtime import adapters, errors
+
+    try:
+        stored = adapters.open_adapter(cfg.base, cfg.init_adapter, store_root)
+    except errors.ModelNotFound as exc:
+        raise ConfigError(f"init_adapter: {exc}") from None
+    saved = json.loads(stored.file("adapter_config.json").read_text())
+    wanted = {"peft_type": "LORA", "r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "use_dora": cfg.method == "dora"}
+    differs = [f"{k} {saved.get(k, False if k == 'use_dora' else None)!r} (the run has {v!r})"
+               for k, v in wanted.items() if saved.get(k, False if k == "use_dora" else None) != v]
+    if differs:
+        raise ConfigError(f"init_adapter {cfg.init_adapter!r} does not fit this run: its " + ", ".join(differs))
+    return stored
+
+
+def load_init(model, cfg: RunConfig, store_root: Path | None = None) -> None:
+    """Copy the init adapter's weights into the freshly wrapped model; every adapter tensor must be matched."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    stored = init_entry(cfg, store_root)
+    weights = load_file(str(stored.file("adapter_model.safetensors")))
+    result = set_peft_model_state_dict(model, weights)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        raise ConfigError(f"init_adapter {cfg.init_adapter!r} targets other modules than this run "
+                          f"(unmatched: {(result.unexpected_keys or missing)[:3]})")
+
+
 def parameter_counts(model, cfg: RunConfig) -> tuple[int, int]:
     """(trainable, base) parameters; base excludes what the method added."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -144,6 +176,8 @@ class Run:
         for split in ("train", "validation"):
             blocks.files_for(self.cfg.corpus, self.data_dir, split)
         base_entry(self.cfg.base, self.store_root)
+        if self.cfg.init_adapter:
+            init_entry(self.cfg, self.store_root)
         saved = self.dir.path / "config.json"
         # read back as a config: a field added since the run began takes its default, not "another config"
         if saved.is_file() and RunConfig.from_dict(json.loads(saved.read_text())).to_dict() != self.cfg.to_dict():
@@ -170,6 +204,8 @@ class Run:
             model, tokenizer, _ = load_base(cfg.base, self.store_root, cfg.attention)
             torch.manual_seed(cfg.seed)  # adapter initialisation and dropout
             model = wrap(model, cfg)
+            if cfg.init_adapter:
+                load_init(model, cfg, self.store_root)
             levers.enable(model, cfg)
             trainable, base_params = parameter_counts(model, cfg)
             train_ids, train_labels, val_batches = self._data(tokenizer)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 
 import pytest
@@ -301,6 +302,35 @@ def test_the_train_command_resumes_after_the_cancel_command(tiny_store, tmp_path
     assert cli(["--jobs-dir", str(jobs_dir), "--data-dir", str(tmp_path), "train", "--no-progress",
                 str(cfg_file)]) == 0
     assert RunDir(jobs_dir / "t1").status()["state"] == "succeeded"
+
+
+def test_a_run_starts_from_a_published_adapter(tiny_store, tmp_path, corpus, monkeypatch):
+    first = run(config(corpus, run_id="text", adapter="init-source"), tiny_store, tmp_path).train()
+    # the second run's step-0 validation loss (same validation blocks) is the first run's last: same weights
+    second = run(config(corpus, run_id="task", steps=2, init_adapter="init-source"), tiny_store, tmp_path)
+    second.train()
+    assert second.dir.metrics()[0] == {"step": 0, "eval_loss": pytest.approx(first["eval_loss"], abs=1e-6)}
+    fresh = run(config(corpus, run_id="fresh", steps=2), tiny_store, tmp_path)
+    fresh.train()
+    assert fresh.dir.metrics()[0]["eval_loss"] == pytest.approx(first["initial_eval_loss"], abs=1e-6)
+    narrower = run(config(corpus, run_id="narrow", steps=2, init_adapter="init-source", target_modules=["q_proj"]),
+                   tiny_store, tmp_path)
+    with pytest.raises(ConfigError, match="init_adapter 'init-source' targets other modules than this run"):
+        narrower.train()
+
+    # what cannot be a start is refused before the model loads, naming the field
+    import finetune.train as train_module
+    monkeypatch.setattr(train_module, "load_base", lambda *a: pytest.fail("the model was loaded"))
+    for changes, message in [({"init_adapter": "missing"}, "init_adapter: model 'tiny-llama:missing' does not exist"),
+                             ({"init_adapter": "init-source", "lora_r": 8}, "its r 4 (the run has 8)"),
+                             ({"init_adapter": "init-source", "method": "dora"}, "use_dora False (the run has True)")]:
+        with pytest.raises(ConfigError, match=re.escape(message)) as err:
+            run(config(corpus, run_id="bad", **changes), tiny_store, tmp_path)
+        assert err.value.field == "init_adapter"
+    with pytest.raises(ConfigError, match="init_adapter: a published adapter is LoRA weights"):
+        config(corpus, method="ia3", init_adapter="init-source")
+    with pytest.raises(ConfigError, match="init_adapter: adapter name '../x'"):
+        config(corpus, init_adapter="../x")
 
 
 @pytest.mark.parametrize("method", ["dora", "ia3", "prompt", "full"])

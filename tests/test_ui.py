@@ -128,10 +128,12 @@ def test_the_run_form_names_every_wrong_field_before_anything_is_sent():
     good = MultiDict(dict(_defaults(), run_id="r1", base="tiny-llama"))
     raw, errors = parse_form(good, ["tiny-llama"])
     assert errors == {} and raw["steps"] == 300 and raw["learning_rate"] == 0.002 and "adapter" not in raw
+    assert "init_adapter" not in raw
     bad = MultiDict(dict(good, run_id="../x", steps="ten", learning_rate="3", lora_r="0", base="gpt-9",
-                         method="qlora", adapter="Bad Name", seq_len=""))
+                         method="qlora", adapter="Bad Name", init_adapter="../x", seq_len=""))
     _, errors = parse_form(bad, ["tiny-llama"])
-    assert set(errors) == {"run_id", "steps", "learning_rate", "lora_r", "base", "method", "adapter", "seq_len"}
+    assert set(errors) == {"run_id", "steps", "learning_rate", "lora_r", "base", "method", "adapter", "init_adapter",
+                           "seq_len"}
     assert "whole number" in errors["steps"] and "unknown base 'gpt-9'" in errors["base"]
     assert "learning_rate must be in (0, 1)" in errors["learning_rate"] and "default 512" in errors["seq_len"]
     _, errors = parse_form(MultiDict(dict(good, steps="1000000")), None)  # no model API: the base is not checked

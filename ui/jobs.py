@@ -33,6 +33,7 @@ FIELDS = (
     ("method", "choice", "Method", "lora and dora train low-rank matrices; ia3 scales; prompt learns virtual tokens"),
     ("base", "choice", "Base model", "a text-generation model of the gateway's store"),
     ("adapter", "text", "Adapter name", "publish as base:adapter when done (leave empty to publish later)"),
+    ("init_adapter", "text", "Start from adapter", "a published adapter of the base to continue (same rank, alpha)"),
     ("corpus", "text", "Corpus", "'debian' or a folder name under the function's corpora"),
     ("task", "choice", "Task", "text: token blocks of the corpus; proofs: retrieval prompt to proof (seq_len >= 256)"),
     ("steps", "int", "Steps", "optimiser steps"),
@@ -56,7 +57,7 @@ FIELDS = (
     ("attention", "choice", "Attention", "sdpa: fused; eager: keeps every head's T x T matrix (more memory)"),
 )
 BOOLEANS = ("false", "true")
-OPTIONAL = {"adapter"}
+OPTIONAL = {"adapter", "init_adapter"}
 MAX_SUBMITTED = 256  # runs this UI queued and not yet seen by the function, remembered for their pages
 
 
@@ -73,7 +74,7 @@ def _text(value) -> str:
 @functools.cache
 def _default_values() -> tuple[tuple[str, str], ...]:
     d = RunConfig(run_id="x").to_dict()
-    return tuple((name, "" if name in ("run_id", "adapter") else _text(d[name])) for name, *_ in FIELDS)
+    return tuple((name, "" if name == "run_id" or name in OPTIONAL else _text(d[name])) for name, *_ in FIELDS)
 
 
 def _defaults() -> dict[str, str]:
