@@ -1,5 +1,5 @@
 """Fault injection (aigc/bench/faults.py), each scenario once: kill -9 of a replica and of the gateway, a full
-disk, callback receivers that are down or redirect, a locked queue database."""
+disk, callback receivers that are down or redirect, a locked queue database, 32 slow uploads beside normal calls."""
 
 import pytest
 

@@ -13,6 +13,8 @@ Scenarios (each starts its own gateway with tests/handlers/echo):
   when space returns. Needs root (mount); skipped otherwise.
 - callbacks: receivers that are down or redirect: the function runs once per call whatever they do.
 - locked: another process holds the queue's database locked: calls wait (busy timeout) then get 503.
+- slowbody: 32 connections sending a body a byte at a time to a function with one replica of 4 slots: the p95
+  of normal calls beside them against the idle p95, rounds interleaved (bodies are read before a slot is taken).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import argparse
 import http.server
 import os
 import signal
+import socket
 import sqlite3
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -238,8 +242,50 @@ def locked(work: Path, hold: float = 7.0) -> dict:
         gw.stop()
 
 
+def _p95(url: str, calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        began = time.perf_counter()
+        requests.post(url, data=b"ping", timeout=30).raise_for_status()
+        times.append(time.perf_counter() - began)
+    return sorted(times)[int(0.95 * (len(times) - 1))]
+
+
+def slow_uploads(work: Path, clients: int = 32, calls: int = 40, rounds: int = 5) -> dict:
+    stack = write_echo_stack(work / "stack.yml", 1, 1)
+    stack.write_text(stack.read_text() + '    environment: {max_inflight: "4"}\n')  # 4 slots: 32 clients exceed them
+    gw = LocalGateway(stack, work / "gateway.log", state_dir=work / "state")
+    url = gw.url + "/function/echo"
+    host, port = gw.url.removeprefix("http://").split(":")
+    try:
+        gw.client.wait_for("echo", lambda s: s["availableReplicas"] == 1, 60, "a replica")
+        _p95(url, 5)  # warm
+        idle, loaded = [], []
+        for _ in range(rounds):  # idle and loaded alternate, so drift hits both alike
+            idle.append(_p95(url, calls))
+            slow = [socket.create_connection((host, int(port))) for _ in range(clients)]
+            try:
+                for s in slow:
+                    s.sendall(b"POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx")
+                time.sleep(0.5)
+                loaded.append(_p95(url, calls))
+                for s in slow:
+                    s.sendall(b"x")  # still sending, still slowly
+            finally:
+                for s in slow:
+                    s.close()
+        ratio = statistics.median(b / a for a, b in zip(idle, loaded))
+        return {"scenario": f"{clients} connections sending a body 1 byte at a time (1 replica, 4 slots)",
+                "outcome": f"normal calls 200, p95 {statistics.median(loaded) * 1000:.1f} ms beside them, "
+                           f"{statistics.median(idle) * 1000:.1f} ms idle (medians of {rounds} interleaved rounds "
+                           f"of {calls} calls)",
+                "figure": f"p95 × {ratio:.2f} of idle", "ok": ratio <= 2}
+    finally:
+        gw.stop()
+
+
 SCENARIOS = {"replica": replica_kill, "gateway": gateway_kill, "disk": disk_full, "callbacks": callbacks,
-             "locked": locked}
+             "locked": locked, "slowbody": slow_uploads}
 
 
 def main(argv: list[str] | None = None) -> int:
