@@ -11,7 +11,8 @@ Scenarios (each starts its own gateway with tests/handlers/echo):
 - disk: the state folder on a small tmpfs that is then filled: async calls and secrets get 507 with a reason,
   sync calls keep working (replica output is still read), nothing queued is damaged, and accepting resumes
   when space returns. Needs root (mount); skipped otherwise.
-- callbacks: receivers that are down or redirect: the function runs once per call whatever they do.
+- callbacks: receivers that are down, redirect or answer after the callback timeout: the function runs once
+  per call whatever they do.
 - locked: another process holds the queue's database locked: calls wait (busy timeout) then get 503.
 - slowbody: 32 connections sending a body a byte at a time to a function with one replica of 4 slots: the p95
   of normal calls beside them against the idle p95, rounds interleaved (bodies are read before a slot is taken).
@@ -35,12 +36,14 @@ from pathlib import Path
 
 import requests
 
+from ..gateway.worker import CALLBACK_TIMEOUT
 from .gateway import LocalGateway, write_echo_stack
 
 
 
 class Receiver:
-    """A callback receiver: records each POST (call id, time); `mode` is ok, redirect or down."""
+    """A callback receiver: records each POST (call id, time); `mode` is ok, redirect, slow (answers after the
+    gateway's callback timeout) or down."""
 
     def __init__(self, mode: str = "ok"):
         self.calls: list[tuple[str, float]] = []
@@ -50,6 +53,8 @@ class Receiver:
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 outer.calls.append((self.headers.get("X-Call-Id", ""), time.monotonic()))
+                if mode == "slow":
+                    time.sleep(CALLBACK_TIMEOUT + 5)
                 self.send_response(302 if mode == "redirect" else 200)
                 if mode == "redirect":
                     self.send_header("Location", "http://127.0.0.1:9/elsewhere")
@@ -59,6 +64,7 @@ class Receiver:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True  # close() does not wait for a slow answer
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/done"
         self.serving = mode != "down"
         if self.serving:
@@ -204,18 +210,20 @@ def callbacks(work: Path) -> dict:
     gw = _gateway(work)
     outcomes = []
     try:
-        for mode in ("down", "redirect"):
+        for mode in ("down", "redirect", "slow"):
             receiver = Receiver(mode)
             before = gw.client.status("echo")["invocationCount"]
             r = requests.post(gw.url + "/async-function/echo", data=b"x", headers={"X-Callback-Url": receiver.url})
-            time.sleep(3)  # the call ran; a down receiver has had a few attempts by now
+            # the call ran; a down receiver has had a few attempts by now, a slow one has timed out
+            time.sleep(CALLBACK_TIMEOUT + 2 if mode == "slow" else 3)
             runs = gw.client.status("echo")["invocationCount"] - before
             outcomes.append((mode, r.status_code, runs, len(receiver.calls)))
             receiver.close()
-        return {"scenario": "callback receivers that are down or redirect",
+        return {"scenario": "callback receivers that are down, redirect or answer after the timeout",
                 "outcome": "; ".join(f"{m}: accepted {s}, function ran {n}x, receiver saw {c}"
                                      for m, s, n, c in outcomes),
-                "figure": "redirects are not followed (a 3xx counts as delivered)",
+                "figure": "redirects are not followed (a 3xx counts as delivered); a receiver that answers after "
+                          f"{CALLBACK_TIMEOUT:.0f} s is sent the result again, the call is not run again",
                 "ok": all(s == 202 and n == 1 for _, s, n, _ in outcomes)}
     finally:
         gw.stop()
