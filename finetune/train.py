@@ -97,10 +97,9 @@ def init_entry(cfg: RunConfig, store_root: Path | None = None):
         stored = adapters.open_adapter(cfg.base, cfg.init_adapter, store_root)
     except errors.ModelNotFound as exc:
         raise ConfigError(f"init_adapter: {exc}") from None
-    saved = json.loads(stored.file("adapter_config.json").read_text())
+    saved = {"use_dora": False, **json.loads(stored.file("adapter_config.json").read_text())}  # older peft: no key
     wanted = {"peft_type": "LORA", "r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "use_dora": cfg.method == "dora"}
-    differs = [f"{k} {saved.get(k, False if k == 'use_dora' else None)!r} (the run has {v!r})"
-               for k, v in wanted.items() if saved.get(k, False if k == "use_dora" else None) != v]
+    differs = [f"{k} {saved.get(k)!r} (the run has {v!r})" for k, v in wanted.items() if saved.get(k) != v]
     if differs:
         raise ConfigError(f"init_adapter {cfg.init_adapter!r} does not fit this run: its " + ", ".join(differs))
     return stored
