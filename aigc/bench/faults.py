@@ -260,8 +260,7 @@ def _p95(url: str, calls: int) -> float:
 
 
 def slow_uploads(work: Path, clients: int = 32, calls: int = 40, rounds: int = 5) -> dict:
-    stack = write_echo_stack(work / "stack.yml", 1, 1)
-    stack.write_text(stack.read_text() + '    environment: {max_inflight: "4"}\n')  # 4 slots: 32 clients exceed them
+    stack = write_echo_stack(work / "stack.yml", 1, 1, max_inflight=4)  # 4 slots: 32 clients exceed them
     gw = LocalGateway(stack, work / "gateway.log", state_dir=work / "state")
     url = gw.url + "/function/echo"
     host, port = gw.url.removeprefix("http://").split(":")

@@ -68,12 +68,13 @@ class GatewayClient:
             raise RuntimeError(f"redeploying {status['name']} failed: HTTP {resp.status_code} {resp.text[:300]}")
 
 
-def write_echo_stack(path: Path, min_replicas: int = 1, max_replicas: int = 2) -> Path:
+def write_echo_stack(path: Path, min_replicas: int = 1, max_replicas: int = 2, max_inflight: int = 0) -> Path:
     """A stack.yml with one function, `echo`: tests/handlers/echo, the smallest real handler."""
     path.write_text(
         'version: 1.0\nprovider: {name: openfaas, gateway: "http://127.0.0.1:8080"}\nfunctions:\n  echo:\n'
         f"    lang: aigc-onnx\n    handler: {REPO / 'tests' / 'handlers' / 'echo'}\n    image: localhost/echo:test\n"
-        f'    labels: {{com.openfaas.scale.min: "{min_replicas}", com.openfaas.scale.max: "{max_replicas}"}}\n')
+        f'    labels: {{com.openfaas.scale.min: "{min_replicas}", com.openfaas.scale.max: "{max_replicas}"}}\n'
+        + (f'    environment: {{max_inflight: "{max_inflight}"}}\n' if max_inflight else ""))
     return path
 
 
