@@ -237,7 +237,8 @@ def test_tune_measures_one_instance_and_writes_the_target(tmp_path):
 def test_tune_stays_within_max_inflight(tmp_path):
     path = tmp_path / "stack.yml"
     path.write_text(ECHO_STACK.replace('AIGC_THREADS: "4"', 'AIGC_THREADS: "4"\n      max_inflight: "2"'))
-    rc = cli.main(["tune", "echo", "-f", str(path), "--slo-p95", "300", "--step-seconds", "2",
+    # a loose SLO: this test is about the cap, not latency, and a loaded CI machine pushed level 1 past 300 ms
+    rc = cli.main(["tune", "echo", "-f", str(path), "--slo-p95", "2000", "--step-seconds", "3",
                    "--out", str(tmp_path / "out"), "--dry-run", "--", "--request-path", "/?sleep=0.2"])
     result = yaml.safe_load((tmp_path / "out" / "tune.json").read_text())
     assert rc == 0 and [t["level"] for t in result["trials"]] == [1, 2] and result["target"] == 2
