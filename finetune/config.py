@@ -110,19 +110,11 @@ class RunConfig:
         if self.method not in METHODS:
             raise ConfigError(f"method {self.method!r} is unknown; use one of {', '.join(METHODS)}")
         if self.adapter is not None:
-            from aigc.runtime import adapters, errors
-            try:
-                adapters.check_name(self.adapter)
-            except errors.InvalidInput as exc:
-                raise ConfigError(str(exc)) from None
+            _check_adapter_name("adapter", self.adapter)
             if self.method == "full":
                 raise ConfigError("adapter: full fine-tuning makes a whole model, not an adapter; leave it unset")
         if self.init_adapter is not None:
-            from aigc.runtime import adapters, errors
-            try:
-                adapters.check_name(self.init_adapter)
-            except errors.InvalidInput as exc:
-                raise ConfigError(f"init_adapter: {exc}") from None
+            _check_adapter_name("init_adapter", self.init_adapter)
             if self.method not in ("lora", "dora"):
                 raise ConfigError(f"init_adapter: a published adapter is LoRA weights; method {self.method!r} "
                                   "cannot start from it (use lora or dora)")
@@ -206,6 +198,15 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _check_adapter_name(name: str, value: str) -> None:
+    """The store's own rule for adapter names (aigc.runtime.adapters), reported as a config error on `name`."""
+    from aigc.runtime import adapters, errors
+    try:
+        adapters.check_name(value)
+    except errors.InvalidInput as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _check_type(name: str, value: Any, annotation: str) -> None:
